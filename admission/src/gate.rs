@@ -1,0 +1,268 @@
+//! The Redis side of an entry: one Lua call decides it atomically.
+//!
+//! Under the sale's hash tag `{sale:<id>}` (so it runs on Redis Cluster) the script returns the
+//! buyer's existing ticket if they have one (re-entry never takes a second unit), else checks
+//! the sale window, takes a unit from the gate and creates a `queued` ticket with the next
+//! sequence number, or records a `sold_out` ticket when the gate is empty.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use flash_core::{domain::MemberId, redis::Keys};
+use redis::{Script, aio::ConnectionManager};
+use uuid::Uuid;
+
+/// KEYS: gate, seq, member index, meta, ticket. ARGV: ticket id, member id, now (ms).
+const ENTER: &str = r"
+local existing = redis.call('GET', KEYS[3])
+if existing then
+  local t = redis.call('HMGET', KEYS[5]:sub(1, -37) .. existing, 'status', 'seq')
+  return {'existing', existing, t[1] or 'queued', t[2] or '0'}
+end
+local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled')
+if not meta[1] then return {'unknown'} end
+local now = tonumber(ARGV[3])
+if meta[3] == '1' or now >= tonumber(meta[2]) then return {'ended'} end
+if now < tonumber(meta[1]) then return {'early', meta[1]} end
+local expire_at = tonumber(meta[2]) + 86400000
+local status = 'sold_out'
+local seq = 0
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+  seq = redis.call('INCR', KEYS[2])
+  status = 'queued'
+end
+redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq)
+redis.call('PEXPIREAT', KEYS[5], expire_at)
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('PEXPIREAT', KEYS[3], expire_at)
+redis.call('PEXPIREAT', KEYS[2], expire_at)
+return {status, ARGV[1], tostring(seq)}
+";
+
+/// KEYS: gate, member index, ticket. ARGV: ticket id.
+/// Gives the unit back if the ticket is still merely queued, and marks it `withdrawn`: a
+/// publish that timed out may still have been stored, and the worker that receives it must
+/// see that the buyer was told no. The buyer may enter again.
+const UNDO: &str = r"
+if redis.call('HGET', KEYS[3], 'status') == 'queued' then
+  redis.call('INCR', KEYS[1])
+  redis.call('HSET', KEYS[3], 'status', 'withdrawn')
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+";
+
+/// What the gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// The buyer already holds this ticket.
+    Existing {
+        ticket: Uuid,
+        status: String,
+        seq: i64,
+    },
+    /// A unit was taken: a new queued ticket.
+    Queued { ticket: Uuid, seq: i64 },
+    /// The gate was empty: a new sold-out ticket.
+    SoldOut { ticket: Uuid },
+    /// The sale opens later.
+    Early { starts_at: DateTime<Utc> },
+    /// The sale ended or was cancelled.
+    Ended,
+    /// The gate is not armed: no such sale, or Redis lost it.
+    Unknown,
+}
+
+/// A ticket as Redis holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TicketState {
+    pub(crate) sale: Uuid,
+    pub(crate) member: Uuid,
+    pub(crate) status: String,
+    pub(crate) seq: i64,
+    pub(crate) order_id: Option<Uuid>,
+    /// Highest sequence number the workers finished.
+    pub(crate) served: i64,
+    /// Tickets drained per second lately (0 when unknown).
+    pub(crate) drain_rate: f64,
+}
+
+/// Tickets whose sale this process knows; a ticket never changes sale, so polls skip the
+/// index lookup after the first. Bounded: cleared when full.
+const KNOWN_TICKETS: usize = 500_000;
+
+/// Entry and ticket operations on Redis.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    redis: ConnectionManager,
+    keys: Keys,
+    enter: Script,
+    undo: Script,
+    sales: Arc<Mutex<HashMap<Uuid, Uuid>>>,
+}
+
+impl Gate {
+    pub(crate) fn new(redis: ConnectionManager, keys: Keys) -> Self {
+        Self {
+            redis,
+            keys,
+            enter: Script::new(ENTER),
+            undo: Script::new(UNDO),
+            sales: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn known_sale(&self, ticket: Uuid) -> Option<Uuid> {
+        self.sales
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&ticket)
+            .copied()
+    }
+
+    fn remember_sale(&self, ticket: Uuid, sale: Uuid) {
+        let mut sales = self
+            .sales
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sales.len() >= KNOWN_TICKETS {
+            sales.clear();
+        }
+        sales.insert(ticket, sale);
+    }
+
+    /// Decides an entry of `member` into `sale` (one round trip).
+    pub(crate) async fn enter(
+        &self,
+        sale: Uuid,
+        member: MemberId,
+        now: DateTime<Utc>,
+    ) -> redis::RedisResult<Entry> {
+        let candidate = Uuid::now_v7();
+        let mut conn = self.redis.clone();
+        let reply: Vec<String> = self
+            .enter
+            .key(self.keys.sale_gate(sale))
+            .key(self.keys.sale_seq(sale))
+            .key(self.keys.member_ticket(sale, member.get()))
+            .key(self.keys.sale_meta(sale))
+            .key(self.keys.ticket(sale, candidate))
+            .arg(candidate.to_string())
+            .arg(member.get().to_string())
+            .arg(now.timestamp_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(parse_entry(&reply))
+    }
+
+    /// Records which sale a new ticket belongs to, so `GET /tickets/{id}` can find it.
+    pub(crate) async fn index(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<()> {
+        self.remember_sale(ticket, sale);
+        let mut conn = self.redis.clone();
+        redis::cmd("SET")
+            .arg(self.keys.ticket_sale(ticket))
+            .arg(sale.to_string())
+            .arg("EX")
+            .arg(7 * 24 * 3600)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Takes back a queued ticket whose publish failed: the unit returns to the gate and the
+    /// ticket becomes `withdrawn`.
+    pub(crate) async fn undo(
+        &self,
+        sale: Uuid,
+        member: MemberId,
+        ticket: Uuid,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        self.undo
+            .key(self.keys.sale_gate(sale))
+            .key(self.keys.member_ticket(sale, member.get()))
+            .key(self.keys.ticket(sale, ticket))
+            .arg(ticket.to_string())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+    }
+
+    /// The ticket's state, or `None` when Redis does not know it.
+    pub(crate) async fn ticket(&self, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
+        let mut conn = self.redis.clone();
+        let sale = match self.known_sale(ticket) {
+            Some(sale) => sale,
+            None => {
+                let sale: Option<String> = redis::cmd("GET")
+                    .arg(self.keys.ticket_sale(ticket))
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(sale) = sale.and_then(|s| s.parse::<Uuid>().ok()) else {
+                    return Ok(None);
+                };
+                self.remember_sale(ticket, sale);
+                sale
+            }
+        };
+        let (fields, served, rate): (HashMap<String, String>, Option<i64>, Option<f64>) =
+            redis::pipe()
+                .cmd("HGETALL")
+                .arg(self.keys.ticket(sale, ticket))
+                .cmd("GET")
+                .arg(self.keys.sale_served(sale))
+                .cmd("GET")
+                .arg(self.keys.sale_drain_rate(sale))
+                .query_async(&mut conn)
+                .await?;
+        let (Some(member), Some(status)) = (fields.get("member"), fields.get("status")) else {
+            return Ok(None);
+        };
+        let Ok(member) = member.parse() else {
+            return Ok(None);
+        };
+        Ok(Some(TicketState {
+            sale,
+            member,
+            status: status.clone(),
+            seq: fields.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
+            order_id: fields.get("order_id").and_then(|s| s.parse().ok()),
+            served: served.unwrap_or(0),
+            drain_rate: rate.unwrap_or(0.0),
+        }))
+    }
+}
+
+fn parse_entry(reply: &[String]) -> Entry {
+    let ticket = || {
+        reply
+            .get(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default()
+    };
+    let seq = |i: usize| reply.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+    match reply.first().map(String::as_str) {
+        Some("existing") => Entry::Existing {
+            ticket: ticket(),
+            status: reply.get(2).cloned().unwrap_or_default(),
+            seq: seq(3),
+        },
+        Some("queued") => Entry::Queued {
+            ticket: ticket(),
+            seq: seq(2),
+        },
+        Some("sold_out") => Entry::SoldOut { ticket: ticket() },
+        Some("early") => Entry::Early {
+            starts_at: reply
+                .get(1)
+                .and_then(|ms| ms.parse().ok())
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_else(Utc::now),
+        },
+        Some("ended") => Entry::Ended,
+        _ => Entry::Unknown,
+    }
+}

@@ -1,0 +1,66 @@
+//! The HTTP surface of the front door: shared state, the router, and the OpenAPI document.
+
+mod tickets;
+mod waiting_room;
+
+pub(crate) use waiting_room::WaitingRoom;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::FromRef, routing::get};
+use flash_core::{
+    auth::Authenticator,
+    config::HttpArgs,
+    http::{BearerSecurity, Readiness},
+    problem::{FieldError, ProblemBody},
+};
+use sqlx::PgPool;
+use utoipa::OpenApi;
+
+use crate::{gate::Gate, limits::EntryLimits, queue::Queue};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) db: PgPool,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) gate: Gate,
+    pub(crate) queue: Queue,
+    pub(crate) limits: Arc<EntryLimits>,
+    pub(crate) queue_max_depth: u64,
+    pub(crate) long_poll_max_secs: u64,
+    pub(crate) waiting_room: Arc<WaitingRoom>,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.auth)
+    }
+}
+
+/// The whole application: API routes, ops routes, OpenAPI, and the shared middleware.
+pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> Router {
+    let api = tickets::router()
+        .merge(waiting_room::router())
+        .route("/openapi.json", get(openapi_json))
+        .with_state(state);
+    flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "admission",
+        description = "The flash-sale front door: enter a sale to get a waiting-room ticket, then \
+                       poll it until it is final. Errors are RFC 7807 application/problem+json."
+    ),
+    paths(tickets::create_ticket, tickets::get_ticket),
+    components(schemas(ProblemBody, FieldError)),
+    modifiers(&BearerSecurity),
+    tags((name = "tickets"))
+)]
+struct ApiDoc;

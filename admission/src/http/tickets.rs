@@ -1,0 +1,326 @@
+//! `POST /sales/{id}/tickets` (the door) and `GET /tickets/{id}` (the waiting room's poll).
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::Utc;
+use flash_core::{
+    ApiError, ProblemType,
+    auth::AuthMember,
+    extract::{Json, Path, Query},
+    jobs::TicketMessage,
+    problem::ProblemBody,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::gate::{Entry, TicketState};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sales/{id}/tickets", post(create_ticket))
+        .route("/tickets/{id}", get(get_ticket))
+}
+
+/// How often a long-poll re-reads the ticket.
+const LONG_POLL_STEP: Duration = Duration::from_millis(250);
+
+/// A waiting-room ticket.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TicketBody {
+    ticket_id: Uuid,
+    sale_id: Uuid,
+    /// `queued`, then `ordered` (with `order_id`), `paid` or `cancelled`; or `sold_out`,
+    /// `rejected`, `failed`, `expired`.
+    status: String,
+    /// Tickets ahead of this one (queued tickets only).
+    position: Option<i64>,
+    /// Estimated wait from the measured drain rate (queued tickets with a known rate).
+    eta_ms: Option<i64>,
+    /// When to poll again; absent once the ticket is final.
+    poll_after_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<Uuid>,
+}
+
+impl TicketBody {
+    fn from_state(ticket: Uuid, state: &TicketState) -> Self {
+        let queued = state.status == "queued";
+        let position = queued.then(|| (state.seq - state.served).max(0));
+        let eta_ms = position.filter(|_| state.drain_rate > 0.0).map(|p| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            let ms = (p as f64 / state.drain_rate * 1000.0) as i64;
+            ms
+        });
+        Self {
+            ticket_id: ticket,
+            sale_id: state.sale,
+            status: state.status.clone(),
+            position,
+            eta_ms,
+            // Far-back buyers poll less often: 250 ms at the front, up to 10 s.
+            poll_after_ms: position.map(|p| (250 + p.saturating_mul(2)).min(10_000)),
+            order_id: state.order_id,
+        }
+    }
+
+    fn etag(&self) -> String {
+        let order = self.order_id.map(|o| o.to_string()).unwrap_or_default();
+        format!(
+            "\"{}-{}-{order}\"",
+            self.status,
+            self.position.unwrap_or(-1)
+        )
+    }
+}
+
+// POST /sales/{id}/tickets → 202 + Location (queued); 200 with the same ticket on repeat
+// (DESIGN.md § Flash-sale flow 2)
+#[utoipa::path(
+    post, path = "/sales/{id}/tickets", tag = "tickets",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Flash sale id")),
+    responses(
+        (status = 202, description = "A new ticket, durably queued", body = TicketBody),
+        (status = 200, description = "The buyer's existing ticket, or a new sold-out one", body = TicketBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such sale", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 410, description = "The sale ended or was cancelled", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 425, description = "The sale has not started; see starts_at and Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many entries; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Queue full or unavailable; nothing was taken; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(sale_id = %sale, member_id = %member.member_id))]
+pub(crate) async fn create_ticket(
+    State(state): State<AppState>,
+    member: AuthMember,
+    headers: HeaderMap,
+    Path(sale): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    state.limits.check(member.member_id)?;
+    if state.queue.depth() >= state.queue_max_depth {
+        metrics::counter!("flash_admission_tickets_total", "outcome" => "queue_full").increment(1);
+        return Err(ApiError::unavailable(anyhow::anyhow!(
+            "the queue holds {} tickets",
+            state.queue.depth()
+        )));
+    }
+    let now = Utc::now();
+    match state.gate.enter(sale, member.member_id, now).await? {
+        Entry::Queued { ticket, seq } => {
+            let message = TicketMessage {
+                ticket_id: ticket,
+                sale_id: sale,
+                member_id: member.member_id,
+                seq,
+                admitted_at_ms: now.timestamp_millis(),
+            };
+            let request_id = headers
+                .get(flash_core::http::REQUEST_ID)
+                .and_then(|v| v.to_str().ok());
+            // The 202 is a promise: the ticket can be polled (index) and JetStream acked it.
+            let queued = match state.gate.index(sale, ticket).await {
+                Ok(()) => state
+                    .queue
+                    .publish(&message, request_id)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(err) => Err(anyhow::Error::from(err)),
+            };
+            if let Err(err) = queued {
+                metrics::counter!("flash_admission_tickets_total", "outcome" => "publish_failed")
+                    .increment(1);
+                if let Err(undo) = state.gate.undo(sale, member.member_id, ticket).await {
+                    tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the reconciler will fix the gate");
+                }
+                return Err(ApiError::unavailable(err.context("queueing the ticket")));
+            }
+            metrics::counter!("flash_admission_tickets_total", "outcome" => "queued").increment(1);
+            let body = TicketBody {
+                ticket_id: ticket,
+                sale_id: sale,
+                status: "queued".to_owned(),
+                position: None,
+                eta_ms: None,
+                poll_after_ms: Some(250),
+                order_id: None,
+            };
+            Ok(ticket_response(StatusCode::ACCEPTED, body))
+        }
+        Entry::SoldOut { ticket } => {
+            state.gate.index(sale, ticket).await?;
+            metrics::counter!("flash_admission_tickets_total", "outcome" => "sold_out")
+                .increment(1);
+            let body = TicketBody {
+                ticket_id: ticket,
+                sale_id: sale,
+                status: "sold_out".to_owned(),
+                position: None,
+                eta_ms: None,
+                poll_after_ms: None,
+                order_id: None,
+            };
+            Ok(ticket_response(StatusCode::OK, body))
+        }
+        Entry::Existing { ticket, .. } => {
+            metrics::counter!("flash_admission_tickets_total", "outcome" => "existing")
+                .increment(1);
+            let current =
+                state.gate.ticket(ticket).await?.ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
+                })?;
+            Ok(ticket_response(
+                StatusCode::OK,
+                TicketBody::from_state(ticket, &current),
+            ))
+        }
+        Entry::Early { starts_at } => {
+            Err(rejected("early", ApiError::SaleNotStarted { starts_at }))
+        }
+        Entry::Ended => Err(rejected(
+            "ended",
+            ApiError::new(ProblemType::SaleEnded, "the sale is over"),
+        )),
+        Entry::Unknown => {
+            let exists: Option<(Uuid,)> =
+                sqlx::query_as("select flash_sale_id from flash_sales where flash_sale_id = $1")
+                    .bind(sale)
+                    .fetch_optional(&state.db)
+                    .await?;
+            match exists {
+                // Redis lost the gate; the workers' reconciler re-arms it within seconds.
+                Some(_) => Err(rejected(
+                    "not_armed",
+                    ApiError::unavailable(anyhow::anyhow!("sale {sale} is not armed in Redis")),
+                )),
+                None => Err(rejected(
+                    "unknown_sale",
+                    ApiError::not_found(format!("no flash sale {sale}")),
+                )),
+            }
+        }
+    }
+}
+
+fn rejected(reason: &'static str, err: ApiError) -> ApiError {
+    metrics::counter!("flash_admission_tickets_total", "outcome" => reason).increment(1);
+    err
+}
+
+fn ticket_response(status: StatusCode, body: TicketBody) -> Response {
+    let location = format!("/tickets/{}", body.ticket_id);
+    let etag = body.etag();
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// Query of `GET /tickets/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Poll {
+    /// Seconds to wait for a change (with `If-None-Match`) before answering 304; bounded by
+    /// the server (25 s by default).
+    #[param(minimum = 0, maximum = 60)]
+    wait: Option<u64>,
+}
+
+// GET /tickets/{id} → 200 {ticket_id,sale_id,status,position,eta_ms,poll_after_ms,order_id?};
+// 304 with If-None-Match; ?wait=N long-polls; owner only
+#[utoipa::path(
+    get, path = "/tickets/{id}", tag = "tickets",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id"), Poll),
+    responses(
+        (status = 200, description = "The ticket", body = TicketBody),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 400, description = "Malformed id or wait", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such ticket of the caller's", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(ticket_id = %ticket))]
+pub(crate) async fn get_ticket(
+    State(state): State<AppState>,
+    member: AuthMember,
+    headers: HeaderMap,
+    Path(ticket): Path<Uuid>,
+    Query(poll): Query<Poll>,
+) -> Result<Response, ApiError> {
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let wait = Duration::from_secs(poll.wait.unwrap_or(0).min(state.long_poll_max_secs));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let body = load_ticket(&state, ticket, &member).await?;
+        let etag = body.etag();
+        if known.as_deref() != Some(etag.as_str()) {
+            return Ok(ticket_response(StatusCode::OK, body));
+        }
+        if body.poll_after_ms.is_none() || tokio::time::Instant::now() + LONG_POLL_STEP > deadline {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            if let Ok(value) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+            return Ok(response);
+        }
+        tokio::time::sleep(LONG_POLL_STEP).await;
+    }
+}
+
+/// The ticket from Redis, or, when Redis lost it, from the order PostgreSQL made of it.
+async fn load_ticket(
+    state: &AppState,
+    ticket: Uuid,
+    member: &AuthMember,
+) -> Result<TicketBody, ApiError> {
+    let not_found = || ApiError::not_found(format!("no ticket {ticket}"));
+    if let Some(current) = state.gate.ticket(ticket).await? {
+        // Another member's ticket, or one withdrawn before its buyer heard of it, does not
+        // exist as far as this caller can tell.
+        if current.member != member.member_id.get() || current.status == "withdrawn" {
+            return Err(not_found());
+        }
+        return Ok(TicketBody::from_state(ticket, &current));
+    }
+    let order: Option<(Uuid, Uuid, String, Option<Uuid>)> = sqlx::query_as(
+        "select order_id, member_id, status, flash_sale_id from orders where ticket_id = $1",
+    )
+    .bind(ticket)
+    .fetch_optional(&state.db)
+    .await?;
+    match order {
+        Some((order_id, owner, status, Some(sale))) if owner == member.member_id.get() => {
+            Ok(TicketBody {
+                ticket_id: ticket,
+                sale_id: sale,
+                status: if status == "pending_payment" {
+                    "ordered".to_owned()
+                } else {
+                    status
+                },
+                position: None,
+                eta_ms: None,
+                poll_after_ms: None,
+                order_id: Some(order_id),
+            })
+        }
+        _ => Err(not_found()),
+    }
+}

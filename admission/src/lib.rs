@@ -1,0 +1,134 @@
+//! admission: the flash-sale front door.
+//!
+//! `POST /sales/{id}/tickets` turns a buyer's entry into a waiting-room ticket with one Redis
+//! Lua call (the sale's gate) and, when a unit was taken, one JetStream publish whose ack is
+//! awaited: a 202 means the ticket is durably queued. `GET /tickets/{id}` is the waiting room's
+//! poll. PostgreSQL is consulted only when Redis lost something.
+
+pub mod config;
+mod gate;
+mod http;
+mod limits;
+mod queue;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use flash_core::{
+    auth::{Authenticator, Denylist, JwtVerifier},
+    http::{Readiness, Server},
+    nats::Subjects,
+    redis::Keys,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+fn authenticator(verifier: JwtVerifier, denylist: Denylist, cache_size: usize) -> Authenticator {
+    let auth = Authenticator::new(verifier, denylist);
+    if cache_size == 0 {
+        auth
+    } else {
+        auth.with_cache(cache_size)
+    }
+}
+
+/// A started (bound, connected, migrated) front door, ready to serve.
+pub struct App {
+    server: Server,
+    queue: queue::Queue,
+    stream: async_nats::jetstream::stream::Stream,
+    limits: Arc<limits::EntryLimits>,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Connects to PostgreSQL and builds the app.
+    ///
+    /// # Errors
+    /// When a dependency is unreachable, the key file is missing, or the port is taken.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = flash_core::db::connect(&config.pg).await?;
+        Self::build_with(config, pool, shutdown).await
+    }
+
+    /// Builds the app on an existing pool (tests pass a per-test database): migrate, connect
+    /// Redis and NATS, create the flash queue and its consumer if absent, bind.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with(
+        config: Config,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        flash_core::db::migrate(&pool).await?;
+        let redis = flash_core::redis::connect(&config.redis).await?;
+        let keys = Keys::new(&config.redis.redis_key_prefix);
+        let nats = flash_core::nats::connect(&config.nats, "admission").await?;
+        let js = flash_core::nats::jetstream(nats.clone(), &config.nats);
+        let stream = flash_core::nats::ensure_flash_queue(&js, &config.nats).await?;
+        let verifier = JwtVerifier::from_args(&config.jwt)?;
+        let queue = queue::Queue::new(js, Subjects::new(&config.nats.nats_subject_prefix));
+        let limits = Arc::new(limits::EntryLimits::new(
+            config.entry_rate_per_sec,
+            config.entry_rate_per_member_per_min,
+        ));
+        let state = http::AppState {
+            db: pool.clone(),
+            auth: Arc::new(authenticator(
+                verifier,
+                Denylist::new(redis.clone(), keys.clone()),
+                config.token_cache_size,
+            )),
+            gate: gate::Gate::new(redis.clone(), keys),
+            queue: queue.clone(),
+            limits: Arc::clone(&limits),
+            queue_max_depth: config.queue_max_depth,
+            long_poll_max_secs: config.long_poll_max_secs,
+            waiting_room: http::WaitingRoom::new(
+                &config.member_public_url,
+                &config.catalog_public_url,
+            )?,
+        };
+        let readiness = Readiness::new(shutdown.clone())
+            .with_pg(pool)
+            .with_redis(redis)
+            .with_nats(nats);
+        let router = http::router(state, readiness, &config.http);
+        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
+        Ok(Self {
+            server,
+            queue,
+            stream,
+            limits,
+            shutdown,
+        })
+    }
+
+    /// The bound address (tests bind port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address, which would be an OS failure.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets in-flight entries finish (their
+    /// 202s stay true) while new connections are refused.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run(self) -> anyhow::Result<()> {
+        tokio::spawn(
+            self.queue
+                .clone()
+                .watch_depth(self.stream, self.shutdown.clone()),
+        );
+        let limits = Arc::clone(&self.limits);
+        flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
+            limits.forget_idle()
+        });
+        self.server.run().await
+    }
+}

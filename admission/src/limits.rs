@@ -1,0 +1,55 @@
+//! Entry rate limits (governor): one for the whole process, one per member.
+//!
+//! Per process: N admission replicas admit up to N times the global rate, which is the point
+//! of scaling them; the per-member limit is also per process, so a balancer should keep a
+//! member on one replica (or accept N times the quota).
+
+use std::{num::NonZeroU32, time::Duration};
+
+use flash_core::{ApiError, domain::MemberId};
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+
+/// The door's limiters.
+pub(crate) struct EntryLimits {
+    global: DefaultDirectRateLimiter,
+    per_member: DefaultKeyedRateLimiter<MemberId>,
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl EntryLimits {
+    pub(crate) fn new(per_second: u32, per_member_per_minute: u32) -> Self {
+        Self {
+            global: RateLimiter::direct(Quota::per_second(nonzero(per_second))),
+            per_member: RateLimiter::keyed(Quota::per_minute(nonzero(per_member_per_minute))),
+        }
+    }
+
+    /// Admits one entry by `member`, or says when to retry (429).
+    pub(crate) fn check(&self, member: MemberId) -> Result<(), ApiError> {
+        let now = DefaultClock::default().now();
+        self.global
+            .check()
+            .and_then(|()| self.per_member.check_key(&member))
+            .map_err(|not_until| {
+                metrics::counter!("flash_admission_tickets_total", "outcome" => "rate_limited")
+                    .increment(1);
+                ApiError::RateLimited {
+                    retry_after: not_until.wait_time_from(now),
+                }
+            })
+    }
+
+    /// Forgets members whose quota has fully replenished; run periodically.
+    pub(crate) fn forget_idle(&self) {
+        self.per_member.retain_recent();
+    }
+}
+
+/// How often idle members are forgotten.
+pub(crate) const FORGET_INTERVAL: Duration = Duration::from_secs(60);

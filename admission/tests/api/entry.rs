@@ -1,0 +1,288 @@
+use chrono::{Duration, Utc};
+use reqwest::StatusCode;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, json, problem};
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn entering_twice_returns_the_same_ticket_and_takes_one_unit(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(5, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+
+    let first = app.enter(sale, &buyer).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first = first.json::<serde_json::Value>().await.unwrap();
+    let second = json(app.enter(sale, &buyer).await, StatusCode::OK).await;
+
+    assert_eq!(first["ticket_id"], second["ticket_id"]);
+    assert_eq!(
+        location,
+        format!("/tickets/{}", first["ticket_id"].as_str().unwrap())
+    );
+    assert_eq!(second["status"], "queued");
+    assert_eq!(app.gate(sale).await, 4);
+    assert_eq!(app.queued_messages().await, 1);
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn ten_times_more_buyers_than_units_queue_exactly_the_units(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(20, Utc::now() - Duration::seconds(1)).await;
+    let buyers: Vec<_> = (0..200).map(|_| app.buyer()).collect();
+
+    let responses = futures::future::join_all(buyers.iter().map(|b| app.enter(sale, b))).await;
+
+    let mut queued = 0;
+    let mut sold_out = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::ACCEPTED => queued += 1,
+            StatusCode::OK => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["status"], "sold_out");
+                sold_out += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((queued, sold_out), (20, 180));
+    assert_eq!(app.gate(sale).await, 0);
+    assert_eq!(app.queued_messages().await, 20);
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn entries_beyond_a_members_rate_get_429_with_retry_after(db: PgPool) {
+    let app = TestApp::spawn_with(db, |c| c.entry_rate_per_member_per_min = 3).await;
+    let sale = app.arm(5, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+    for _ in 0..3 {
+        assert!(app.enter(sale, &buyer).await.status().is_success());
+    }
+
+    let limited = app.enter(sale, &buyer).await;
+
+    assert!(limited.headers().contains_key("retry-after"));
+    problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(
+        app.enter(sale, &app.buyer()).await.status().is_success(),
+        "other buyers are not affected"
+    );
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn the_sale_window_is_enforced(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let buyer = app.buyer();
+    let early = app.arm(5, Utc::now() + Duration::minutes(10)).await;
+    let ended = app.arm(5, Utc::now() - Duration::hours(2)).await;
+
+    let too_early = app.enter(early, &buyer).await;
+    let retry_after: u64 = too_early.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let too_early = problem(too_early, StatusCode::TOO_EARLY).await;
+    let over = problem(app.enter(ended, &buyer).await, StatusCode::GONE).await;
+    let unknown = problem(
+        app.enter(Uuid::new_v4(), &buyer).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    assert!((500..=600).contains(&retry_after), "{retry_after}");
+    assert_eq!(too_early["type"], "/problems/sale-not-started");
+    assert!(too_early["starts_at"].is_string());
+    assert_eq!(over["type"], "/problems/sale-ended");
+    assert_eq!(unknown["type"], "/problems/not-found");
+    assert_eq!(
+        (app.gate(early).await, app.gate(ended).await),
+        (5, 5),
+        "nothing taken"
+    );
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_sale_redis_lost_answers_503_not_404(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = Uuid::new_v4();
+    let product = Uuid::new_v4();
+    sqlx::query("insert into products (product_id, sku, name, price_cents, currency, stock) values ($1, 'S', 'P', 1, 'EUR', 0)").bind(product).execute(&app.db).await.unwrap();
+    sqlx::query("insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, starts_at, ends_at) values ($1, $2, 1, 'EUR', 1, 1, now(), now() + interval '1 hour')")
+        .bind(sale).bind(product).execute(&app.db).await.unwrap();
+
+    let response = app.enter(sale, &app.buyer()).await;
+
+    assert!(response.headers().contains_key("retry-after"));
+    problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    app.teardown().await;
+}
+
+/// JetStream refuses the ticket (here: its stream is gone): the buyer is told 503, never
+/// "queued", the unit is back in the gate, and a later entry works.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_failed_publish_returns_the_unit_and_answers_503(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(3, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+    let nats = flash_core::nats::connect(&app.iso.nats, "test")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    js.delete_stream(&app.iso.nats.nats_flash_stream)
+        .await
+        .unwrap();
+
+    let refused = app.enter(sale, &buyer).await;
+
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(app.gate(sale).await, 3, "the unit went back");
+    flash_core::nats::ensure_flash_queue(&js, &app.iso.nats)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.enter(sale, &buyer).await.status(),
+        StatusCode::ACCEPTED,
+        "the buyer may enter again"
+    );
+    assert_eq!(app.gate(sale).await, 2);
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_full_queue_sheds_entries_with_503(db: PgPool) {
+    let app = TestApp::spawn_with(db, |c| c.queue_max_depth = 2).await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.enter(sale, &app.buyer()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    // The door reads the depth every 250 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+
+    let shed = app.enter(sale, &app.buyer()).await;
+
+    problem(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(app.gate(sale).await, 8, "a shed entry takes nothing");
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn entering_needs_a_valid_token(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(3, Utc::now() - Duration::seconds(1)).await;
+
+    let anonymous = app
+        .client
+        .post(format!("{}/sales/{sale}/tickets", app.base))
+        .send()
+        .await
+        .unwrap();
+    let forged = app
+        .client
+        .post(format!("{}/sales/{sale}/tickets", app.base))
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    let bad_id = app
+        .client
+        .post(format!("{}/sales/nope/tickets", app.base))
+        .bearer_auth(app.buyer().token)
+        .send()
+        .await
+        .unwrap();
+
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    problem(forged, StatusCode::UNAUTHORIZED).await;
+    problem(bad_id, StatusCode::BAD_REQUEST).await;
+    assert_eq!(app.gate(sale).await, 3);
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn entries_in_flight_at_shutdown_finish_and_new_ones_are_refused(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(100, Utc::now() - Duration::seconds(1)).await;
+    let buyers: Vec<_> = (0..50).map(|_| app.buyer()).collect();
+    let in_flight = futures::future::join_all(buyers.iter().map(|b| app.enter(sale, b)));
+    let stop_soon = async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        app.stop();
+    };
+
+    let (responses, ()) = tokio::join!(in_flight, stop_soon);
+
+    let accepted = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(
+        accepted, 50,
+        "every entry that was in flight finished with 202"
+    );
+    // Every 202 is true: the ticket is in the queue, and the gate lost exactly those units.
+    assert_eq!(app.queued_messages().await, 50);
+    assert_eq!(app.gate(sale).await, 50);
+    let mut refused = false;
+    for _ in 0..50 {
+        let fresh = reqwest::Client::new();
+        if fresh
+            .post(format!("{}/sales/{sale}/tickets", app.base))
+            .bearer_auth(&app.buyer().token)
+            .send()
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "new entries must be refused after shutdown");
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn metrics_count_entries_by_outcome_and_time_publishes(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(1, Utc::now() - Duration::seconds(1)).await;
+    app.enter(sale, &app.buyer()).await;
+    app.enter(sale, &app.buyer()).await;
+    app.enter(Uuid::new_v4(), &app.buyer()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    for expected in [
+        r#"flash_admission_tickets_total{outcome="queued"}"#,
+        r#"flash_admission_tickets_total{outcome="sold_out"}"#,
+        r#"flash_admission_tickets_total{outcome="unknown_sale"}"#,
+        "flash_admission_publish_seconds_bucket",
+        "flash_admission_queue_depth",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from /metrics"
+        );
+    }
+    app.teardown().await;
+}

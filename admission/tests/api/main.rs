@@ -1,0 +1,10 @@
+//! admission black-box tests against the real PostgreSQL, Redis and NATS.
+
+// A failed unwrap is how a test reports an unexpected answer.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod browser;
+mod entry;
+mod polling;

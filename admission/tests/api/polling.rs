@@ -1,0 +1,188 @@
+use chrono::{Duration, Utc};
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, json, problem};
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn only_the_owner_can_poll_and_sees_a_position(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let buyers: Vec<_> = (0..4).map(|_| app.buyer()).collect();
+    let mut tickets = Vec::new();
+    for buyer in &buyers {
+        let body = json(app.enter(sale, buyer).await, StatusCode::ACCEPTED).await;
+        tickets.push(body["ticket_id"].as_str().unwrap().to_owned());
+    }
+    // The workers finished the first ticket.
+    let _: () = app
+        .redis
+        .clone()
+        .set(app.keys.sale_served(sale), 1)
+        .await
+        .unwrap();
+
+    let mine = json(
+        app.poll(&tickets[3], &buyers[3], "", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let theirs = app.poll(&tickets[3], &buyers[0], "", None).await;
+
+    assert_eq!(mine["status"], "queued");
+    assert_eq!(mine["position"], 3);
+    assert!(mine["poll_after_ms"].as_i64().unwrap() >= 250);
+    problem(theirs, StatusCode::NOT_FOUND).await;
+    problem(
+        app.poll(&Uuid::new_v4().to_string(), &buyers[0], "", None)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_unchanged_ticket_is_304_and_a_long_poll_wakes_on_change(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+    let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+    let ticket = entered["ticket_id"].as_str().unwrap().to_owned();
+    let first = app.poll(&ticket, &buyer, "", None).await;
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+
+    let unchanged = app.poll(&ticket, &buyer, "", Some(&etag)).await;
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+
+    // A worker orders the ticket while the buyer long-polls.
+    let order = Uuid::new_v4();
+    let ticket_key = app.keys.ticket(sale, ticket.parse().unwrap());
+    let mut redis = app.redis.clone();
+    let worker = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let _: () = redis
+            .hset_multiple(
+                ticket_key,
+                &[
+                    ("status", "ordered".to_owned()),
+                    ("order_id", order.to_string()),
+                ],
+            )
+            .await
+            .unwrap();
+    });
+    let woke = json(
+        app.poll(&ticket, &buyer, "?wait=10", Some(&etag)).await,
+        StatusCode::OK,
+    )
+    .await;
+    worker.await.unwrap();
+
+    assert_eq!(woke["status"], "ordered");
+    assert_eq!(woke["order_id"], order.to_string());
+    assert!(
+        woke["poll_after_ms"].is_null(),
+        "a final ticket needs no more polling"
+    );
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_ticket_redis_lost_is_answered_from_postgres(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let buyer = app.buyer();
+    let ticket = Uuid::new_v4();
+    let (sale, product, order) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("insert into members (member_id, email, password_hash, name) values ($1, 'b@example.com', 'x', 'B')").bind(buyer.id).execute(&app.db).await.unwrap();
+    sqlx::query("insert into products (product_id, sku, name, price_cents, currency, stock) values ($1, 'S', 'P', 1, 'EUR', 0)").bind(product).execute(&app.db).await.unwrap();
+    sqlx::query("insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, starts_at, ends_at) values ($1, $2, 1, 'EUR', 1, 0, now(), now() + interval '1 hour')")
+        .bind(sale).bind(product).execute(&app.db).await.unwrap();
+    sqlx::query("insert into orders (order_id, member_id, kind, total_cents, currency, flash_sale_id, ticket_id) values ($1, $2, 'flash', 1, 'EUR', $3, $4)")
+        .bind(order).bind(buyer.id).bind(sale).bind(ticket).execute(&app.db).await.unwrap();
+
+    let answer: Value = json(
+        app.poll(&ticket.to_string(), &buyer, "", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let stranger = app.poll(&ticket.to_string(), &app.buyer(), "", None).await;
+
+    assert_eq!(answer["status"], "ordered");
+    assert_eq!(answer["order_id"], order.to_string());
+    problem(stranger, StatusCode::NOT_FOUND).await;
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn the_waiting_room_page_is_served_with_a_strict_policy(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(1, Utc::now()).await;
+
+    let page = app
+        .client
+        .get(format!("{}/sales/{sale}", app.base))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Enter the sale"));
+    problem(
+        app.client
+            .get(format!("{}/sales/not-a-sale", app.base))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    app.teardown().await;
+}
+
+/// The front door remembers verified tokens, but a logout still reaches it within a second.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_logged_out_token_is_refused_within_a_second_despite_the_cache(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(5, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+    let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+    let ticket = entered["ticket_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.poll(&ticket, &buyer, "", None).await.status(),
+        StatusCode::OK
+    );
+
+    // member-api's logout: the session goes on the shared denylist.
+    let claims = flash_core::auth::JwtVerifier::from_pem(
+        app.iso.keys.public_pem.as_bytes(),
+        "flash-member-api",
+        "flash",
+    )
+    .unwrap()
+    .verify(&buyer.token)
+    .unwrap();
+    let denylist = flash_core::auth::Denylist::new(app.redis.clone(), app.keys.clone());
+    denylist.deny_session(claims.sid, claims.exp).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+
+    problem(
+        app.poll(&ticket, &buyer, "", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    app.teardown().await;
+}

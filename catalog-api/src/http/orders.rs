@@ -1,0 +1,638 @@
+//! `/orders`: regular (synchronous) orders, and reads of every order a member has, flash-sale
+//! orders made by the workers included.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use flash_core::{
+    ApiError, ProblemType,
+    auth::AuthMember,
+    domain::{MemberId, Role},
+    extract::{Json, Path, Query},
+    jobs::PaymentJob,
+    pagination::{self, Cursor, Page},
+    problem::{FieldError, ProblemBody},
+    sale_gate,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", get(list_orders).post(create_order))
+        .route("/orders/{id}", get(get_order))
+        .route("/orders/{id}/cancel", post(cancel_order))
+}
+
+/// Most lines one order may have.
+const MAX_ITEMS: usize = 50;
+/// Most units of one product in one order.
+const MAX_UNITS: i64 = 1000;
+/// Header making a retried `POST /orders` return the first result.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub(crate) struct OrderItemBody {
+    product_id: Uuid,
+    quantity: i32,
+    /// Price per unit when ordered, in minor units.
+    unit_price_cents: i64,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OrderBody {
+    id: Uuid,
+    /// `regular` or `flash`.
+    kind: String,
+    /// `pending_payment`, `paid` or `cancelled`.
+    status: String,
+    items: Vec<OrderItemBody>,
+    total_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flash_sale_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket_id: Option<Uuid>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OrderRow {
+    order_id: Uuid,
+    member_id: MemberId,
+    kind: String,
+    status: String,
+    total_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    flash_sale_id: Option<Uuid>,
+    ticket_id: Option<Uuid>,
+}
+
+macro_rules! order_columns {
+    () => {
+        "order_id, member_id, kind, status, total_cents, currency, created_at, flash_sale_id, ticket_id"
+    };
+}
+
+impl OrderRow {
+    fn into_body(self, items: Vec<OrderItemBody>) -> OrderBody {
+        OrderBody {
+            id: self.order_id,
+            kind: self.kind,
+            status: self.status,
+            items,
+            total_cents: self.total_cents,
+            currency: self.currency,
+            created_at: self.created_at,
+            flash_sale_id: self.flash_sale_id,
+            ticket_id: self.ticket_id,
+        }
+    }
+
+    /// Owners see their orders, admins see all; anyone else is told it does not exist.
+    fn visible_to(&self, member: &AuthMember) -> bool {
+        self.member_id == member.member_id || member.role == Role::Admin
+    }
+}
+
+/// The lines of the given orders, by order.
+async fn load_items(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<OrderItemBody>>> {
+    #[derive(sqlx::FromRow)]
+    struct Line {
+        order_id: Uuid,
+        #[sqlx(flatten)]
+        item: OrderItemBody,
+    }
+    let lines: Vec<Line> = sqlx::query_as(
+        "select order_id, product_id, quantity, unit_price_cents from order_items
+         where order_id = any($1) order by order_id, product_id",
+    )
+    .bind(orders)
+    .fetch_all(conn)
+    .await?;
+    let mut by_order: HashMap<Uuid, Vec<OrderItemBody>> = HashMap::new();
+    for line in lines {
+        by_order.entry(line.order_id).or_default().push(line.item);
+    }
+    Ok(by_order)
+}
+
+async fn load_order(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> sqlx::Result<Option<OrderRow>> {
+    let sql = if lock {
+        concat!(
+            "select ",
+            order_columns!(),
+            " from orders where order_id = $1 for update"
+        )
+    } else {
+        concat!(
+            "select ",
+            order_columns!(),
+            " from orders where order_id = $1"
+        )
+    };
+    sqlx::query_as(sql).bind(id).fetch_optional(conn).await
+}
+
+async fn order_body(conn: &mut PgConnection, row: OrderRow) -> sqlx::Result<OrderBody> {
+    let mut items = load_items(conn, &[row.order_id]).await?;
+    let lines = items.remove(&row.order_id).unwrap_or_default();
+    Ok(row.into_body(lines))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::not_found(format!("no order {id}"))
+}
+
+/// A regular order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewOrder {
+    /// 1 to 50 lines, each product at most once.
+    items: Vec<NewItem>,
+}
+
+/// One line of a new order. The price is read from the catalog, never taken from the client.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewItem {
+    product_id: Uuid,
+    #[schema(minimum = 1, maximum = 1000)]
+    quantity: i64,
+}
+
+/// Validated lines, sorted by product so that concurrent orders lock rows in the same order
+/// (no deadlocks).
+fn validate_items(items: &[NewItem]) -> Result<Vec<(Uuid, i32)>, ApiError> {
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(ApiError::invalid(
+            "items",
+            format!("must have 1 to {MAX_ITEMS} lines"),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut lines = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match i32::try_from(item.quantity) {
+            Ok(q) if (1..=MAX_UNITS).contains(&item.quantity) => lines.push((item.product_id, q)),
+            _ => errors.push(FieldError::new(
+                format!("items[{i}].quantity"),
+                format!("must be between 1 and {MAX_UNITS}"),
+            )),
+        }
+    }
+    lines.sort_unstable();
+    if lines.windows(2).any(|w| w[0].0 == w[1].0) {
+        errors.push(FieldError::new(
+            "items",
+            "each product may appear only once",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+// POST /orders → 201 (regular, synchronous); 409 out of stock; Idempotency-Key replays
+#[utoipa::path(
+    post, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first order instead of a second one")),
+    request_body = NewOrder,
+    responses(
+        (status = 201, description = "Order created (or, with a reused Idempotency-Key, the first one; then `Idempotent-Replayed: true`)", body = OrderBody),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A product is out of stock or inactive, or the Idempotency-Key was used for a different order", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, unknown product or mixed currencies", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(member_id = %member.member_id))]
+pub(crate) async fn create_order(
+    State(state): State<AppState>,
+    member: AuthMember,
+    headers: HeaderMap,
+    Json(new): Json<NewOrder>,
+) -> Result<Response, ApiError> {
+    let lines = validate_items(&new.items)?;
+    let key = idempotency_key(&headers)?;
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &key
+        && let Some(first) = find_by_key(&mut tx, member.member_id, key).await?
+    {
+        return replay(&mut tx, first, &lines).await;
+    }
+    let mut priced = Vec::with_capacity(lines.len());
+    let mut currency: Option<String> = None;
+    let mut total: i64 = 0;
+    for (i, &(product, quantity)) in lines.iter().enumerate() {
+        let line = take_stock(&mut tx, i, product, quantity).await?;
+        if currency.as_ref().is_some_and(|c| *c != line.currency) {
+            return Err(ApiError::invalid(
+                "items",
+                "all products of one order must share a currency",
+            ));
+        }
+        total = line
+            .price_cents
+            .checked_mul(i64::from(quantity))
+            .and_then(|sum| total.checked_add(sum))
+            .ok_or_else(|| ApiError::invalid("items", "the order total is too large"))?;
+        currency = Some(line.currency.clone());
+        priced.push((product, quantity, line));
+    }
+    let order_id = Uuid::now_v7();
+    let currency = currency.unwrap_or_default();
+    let inserted = sqlx::query_as::<_, OrderRow>(concat!(
+        "insert into orders (order_id, member_id, kind, status, total_cents, currency, idempotency_key)
+         values ($1, $2, 'regular', 'pending_payment', $3, $4, $5)
+         returning ", order_columns!()
+    ))
+    .bind(order_id)
+    .bind(member.member_id)
+    .bind(total)
+    .bind(&currency)
+    .bind(&key)
+    .fetch_one(&mut *tx)
+    .await;
+    let row = match inserted {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(db))
+            if db.constraint() == Some("orders_member_idempotency_key") =>
+        {
+            // A concurrent request with the same key won the race: answer with its order.
+            drop(tx);
+            let mut conn = state.db.acquire().await?;
+            let key = key.unwrap_or_default();
+            let first = find_by_key(&mut conn, member.member_id, &key)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("idempotency key conflict without an order"))
+                })?;
+            return replay(&mut conn, first, &lines).await;
+        }
+        Err(other) => return Err(other.into()),
+    };
+    sqlx::query(
+        "insert into order_items (order_id, product_id, quantity, unit_price_cents)
+         select $1, * from unnest($2::uuid[], $3::int[], $4::bigint[])",
+    )
+    .bind(order_id)
+    .bind(priced.iter().map(|p| p.0).collect::<Vec<_>>())
+    .bind(priced.iter().map(|p| p.1).collect::<Vec<_>>())
+    .bind(priced.iter().map(|p| p.2.price_cents).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    let job = PaymentJob::Charge {
+        order_id,
+        amount_cents: total,
+        currency,
+    };
+    enqueue(&mut tx, &job).await?;
+    let items = load_items(&mut tx, &[order_id])
+        .await?
+        .remove(&order_id)
+        .unwrap_or_default();
+    tx.commit().await?;
+    for (product, _, line) in &priced {
+        state.cache.invalidate(*product, line.version).await;
+    }
+    metrics::counter!("flash_catalog_orders_total", "outcome" => "created").increment(1);
+    let location = format!("/orders/{order_id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(row.into_body(items)),
+    )
+        .into_response())
+}
+
+/// A product line after its stock was taken.
+struct TakenLine {
+    price_cents: i64,
+    currency: String,
+    version: i64,
+}
+
+/// Takes `quantity` units of `product` inside the order's transaction, or says why not.
+async fn take_stock(
+    conn: &mut PgConnection,
+    index: usize,
+    product: Uuid,
+    quantity: i32,
+) -> Result<TakenLine, ApiError> {
+    // INVARIANT: products.stock never < 0: the guard takes units only when enough are left, and
+    // the row lock serialises concurrent orders of one product (no lost update).
+    let taken: Option<(i64, String, i64)> = sqlx::query_as(
+        "update products set stock = stock - $2, version = version + 1
+         where product_id = $1 and active and stock >= $2
+         returning price_cents, currency, version",
+    )
+    .bind(product)
+    .bind(quantity)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((price_cents, currency, version)) = taken {
+        return Ok(TakenLine {
+            price_cents,
+            currency,
+            version,
+        });
+    }
+    let found: Option<(bool, i32, String)> =
+        sqlx::query_as("select active, stock, name from products where product_id = $1")
+            .bind(product)
+            .fetch_optional(&mut *conn)
+            .await?;
+    metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
+    Err(match found {
+        None => ApiError::invalid(
+            &format!("items[{index}].product_id"),
+            format!("no product {product}"),
+        ),
+        Some((false, _, name)) => ApiError::new(
+            ProblemType::Conflict,
+            format!("product {product} ({name}) is no longer sold"),
+        ),
+        Some((true, stock, name)) => ApiError::new(
+            ProblemType::OutOfStock,
+            format!("product {product} ({name}) is out of stock: {stock} left, {quantity} asked"),
+        ),
+    })
+}
+
+async fn find_by_key(
+    conn: &mut PgConnection,
+    member: MemberId,
+    key: &str,
+) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(concat!(
+        "select ",
+        order_columns!(),
+        " from orders where member_id = $1 and idempotency_key = $2"
+    ))
+    .bind(member)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Answers a retried request with the first order, if it asked for the same lines.
+async fn replay(
+    conn: &mut PgConnection,
+    first: OrderRow,
+    lines: &[(Uuid, i32)],
+) -> Result<Response, ApiError> {
+    let body = order_body(conn, first).await?;
+    let same = body.items.len() == lines.len()
+        && body
+            .items
+            .iter()
+            .zip(lines)
+            .all(|(item, (product, quantity))| {
+                item.product_id == *product && item.quantity == *quantity
+            });
+    if !same {
+        return Err(ApiError::new(
+            ProblemType::Conflict,
+            "this Idempotency-Key was already used for a different order",
+        ));
+    }
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{}", body.id))],
+        Json(body),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+/// Writes a payment job to the outbox, in the caller's transaction; the workers' relay
+/// publishes it (so the job exists if and only if the order change committed).
+async fn enqueue(conn: &mut PgConnection, job: &PaymentJob) -> Result<(), ApiError> {
+    let payload = serde_json::to_string(job).map_err(anyhow::Error::from)?;
+    sqlx::query("insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)")
+        .bind(Uuid::now_v7())
+        .bind(PaymentJob::SUBJECT)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Query of `GET /orders`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListOrders {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+// GET /orders → 200 {items, next_cursor}: the caller's orders, newest first
+#[utoipa::path(
+    get, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
+    params(ListOrders),
+    responses(
+        (status = 200, description = "A page of the caller's orders", body = Page<OrderBody>),
+        (status = 400, description = "Bad limit or cursor", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(member_id = %member.member_id))]
+pub(crate) async fn list_orders(
+    State(state): State<AppState>,
+    member: AuthMember,
+    Query(query): Query<ListOrders>,
+) -> Result<Json<Page<OrderBody>>, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    let before = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let mut conn = state.db.acquire().await?;
+    let rows: Vec<OrderRow> = sqlx::query_as(concat!(
+        "select ",
+        order_columns!(),
+        " from orders
+         where member_id = $1 and ($2::timestamptz is null or (created_at, order_id) < ($2, $3))
+         order by created_at desc, order_id desc
+         limit $4"
+    ))
+    .bind(member.member_id)
+    .bind(before.map(|c| c.at))
+    .bind(before.map(|c| c.id))
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.order_id).collect();
+    let mut items = load_items(&mut conn, &ids).await?;
+    let bodies = rows
+        .into_iter()
+        .map(|row| {
+            let lines = items.remove(&row.order_id).unwrap_or_default();
+            row.into_body(lines)
+        })
+        .collect();
+    Ok(Json(Page::from_rows(bodies, limit, |o: &OrderBody| {
+        Cursor {
+            at: o.created_at,
+            id: o.id,
+        }
+    })))
+}
+
+// GET /orders/{id} → 200 for the owner or an admin; 404 for anyone else
+#[utoipa::path(
+    get, path = "/orders/{id}", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of the caller's", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub(crate) async fn get_order(
+    State(state): State<AppState>,
+    member: AuthMember,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let row = load_order(&mut conn, id, false)
+        .await?
+        .filter(|o| o.visible_to(&member))
+        .ok_or_else(|| not_found(id))?;
+    Ok(Json(order_body(&mut conn, row).await?))
+}
+
+// POST /orders/{id}/cancel → 200; stock (or the flash-sale unit) comes back exactly once
+#[utoipa::path(
+    post, path = "/orders/{id}/cancel", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Cancelled (or already cancelled)", body = OrderBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The order can no longer be cancelled", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub(crate) async fn cancel_order(
+    State(state): State<AppState>,
+    member: AuthMember,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    // The row lock makes cancel and restock happen once, however many cancels race.
+    let row = load_order(&mut tx, id, true)
+        .await?
+        .filter(|o| o.visible_to(&member))
+        .ok_or_else(|| not_found(id))?;
+    let was_paid = match row.status.as_str() {
+        "cancelled" => return Ok(Json(order_body(&mut tx, row).await?)),
+        "pending_payment" => false,
+        "paid" => true,
+        other => {
+            return Err(ApiError::new(
+                ProblemType::Conflict,
+                format!("an order that is {other} cannot be cancelled"),
+            ));
+        }
+    };
+    sqlx::query("update orders set status = 'cancelled' where order_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let items = load_items(&mut tx, &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    let mut restocked = Vec::new();
+    if let Some(sale) = row.flash_sale_id {
+        let units: i32 = items.iter().map(|i| i.quantity).sum();
+        // INVARIANT: quantity_left + live orders = quantity: the order stops being live and its
+        // units go back to the sale.
+        sqlx::query(
+            "update flash_sales set quantity_left = quantity_left + $2 where flash_sale_id = $1",
+        )
+        .bind(sale)
+        .bind(units)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        for item in &items {
+            let (version,): (i64,) = sqlx::query_as(
+                "update products set stock = stock + $2, version = version + 1 where product_id = $1 returning version",
+            )
+            .bind(item.product_id)
+            .bind(item.quantity)
+            .fetch_one(&mut *tx)
+            .await?;
+            restocked.push((item.product_id, version));
+        }
+    }
+    if was_paid {
+        enqueue(&mut tx, &PaymentJob::Refund { order_id: id }).await?;
+    }
+    let cancelled = load_order(&mut tx, id, false)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tx.commit().await?;
+    for (product, version) in restocked {
+        state.cache.invalidate(product, version).await;
+    }
+    if let Some(sale) = row.flash_sale_id {
+        for _ in 0..items.iter().map(|i| i.quantity).sum::<i32>() {
+            if let Err(err) = sale_gate::return_unit(&state.redis, &state.keys, sale).await {
+                tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
+            }
+        }
+    }
+    metrics::counter!("flash_catalog_orders_total", "outcome" => "cancelled").increment(1);
+    Ok(Json(cancelled.into_body(items)))
+}

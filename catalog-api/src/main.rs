@@ -1,0 +1,17 @@
+//! Entry point: read config, start telemetry, serve until SIGTERM.
+
+use anyhow::Context;
+use catalog_api::{App, Config};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    flash_core::telemetry::init(&config.log);
+    let shutdown = flash_core::shutdown::on_signal();
+    let app = App::build(config, shutdown)
+        .await
+        .context("catalog-api failed to start")?;
+    tracing::info!(addr = %app.local_addr()?, "catalog-api listening");
+    app.run().await
+}

@@ -1,0 +1,463 @@
+//! Access-token verification and the extractors that turn a bearer token into a member.
+//!
+//! Only member-api holds the private key and mints tokens ([`keys::JwtSigner`]); every other
+//! service verifies with the public key alone. A logged-out token's `jti` sits on a Redis
+//! denylist, which every service checks, so logout takes effect everywhere at once.
+
+pub mod keys;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::{HeaderMap, header, request::Parts},
+};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    config::JwtVerifyArgs,
+    domain::{MemberId, Role},
+    problem::{ApiError, ProblemType},
+    redis::Keys,
+};
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The member.
+    pub sub: MemberId,
+    /// What the member may do.
+    pub role: Role,
+    /// Unique token id: what logout puts on the denylist.
+    pub jti: Uuid,
+    /// The login session (refresh-token family) the token belongs to; logout revokes it.
+    pub sid: Uuid,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires at (Unix seconds).
+    pub exp: i64,
+    /// Who minted it.
+    pub iss: String,
+    /// Who it is for.
+    pub aud: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Past its `exp`.
+    #[error("access token has expired")]
+    Expired,
+    /// Malformed, wrong algorithm, wrong key, wrong issuer or audience.
+    #[error("access token is invalid")]
+    Invalid,
+}
+
+/// Verifies EdDSA access tokens with the public key.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtVerifier {
+    /// A verifier for tokens signed by the private half of `public_pem`.
+    ///
+    /// # Errors
+    /// When the PEM is not an Ed25519 public key.
+    pub fn from_pem(public_pem: &[u8], issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        let key = DecodingKey::from_ed_pem(public_pem).context("parsing the JWT public key")?;
+        // Only EdDSA: a token claiming `none` or an HMAC algorithm is refused outright.
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.leeway = 5;
+        Ok(Self { key, validation })
+    }
+
+    /// Reads the public key file named in the config.
+    ///
+    /// # Errors
+    /// When the file is missing or not an Ed25519 public key.
+    pub fn from_args(args: &JwtVerifyArgs) -> anyhow::Result<Self> {
+        let pem = std::fs::read(&args.jwt_public_key).with_context(|| {
+            format!(
+                "reading JWT_PUBLIC_KEY {} (run scripts/stack up once to generate a dev pair)",
+                args.jwt_public_key.display()
+            )
+        })?;
+        Self::from_pem(&pem, &args.jwt_issuer, &args.jwt_audience)
+    }
+
+    /// Checks the signature, algorithm, expiry, issuer and audience.
+    ///
+    /// # Errors
+    /// [`TokenError`] saying whether the token expired or is otherwise invalid.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(err) if matches!(err.kind(), ErrorKind::ExpiredSignature) => {
+                Err(TokenError::Expired)
+            }
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+}
+
+/// The Redis denylist of logged-out access tokens.
+#[derive(Clone)]
+pub struct Denylist {
+    redis: ConnectionManager,
+    keys: Keys,
+}
+
+impl Denylist {
+    /// A denylist stored in `redis` under `keys`' prefix.
+    pub fn new(redis: ConnectionManager, keys: Keys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Refuses the token with `jti` until `expires_at` (Unix seconds), after which its own
+    /// expiry refuses it and the entry can vanish.
+    ///
+    /// # Errors
+    /// When Redis is unreachable; the caller must not report the logout as done.
+    pub async fn deny_token(&self, jti: Uuid, expires_at: i64) -> redis::RedisResult<()> {
+        self.set_until(self.keys.denied_token(jti), expires_at)
+            .await
+    }
+
+    /// Refuses every access token of session `sid` minted up to now, until `until` (Unix
+    /// seconds; the latest expiry of such a token).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn deny_session(&self, sid: Uuid, until: i64) -> redis::RedisResult<()> {
+        self.set_until(self.keys.denied_session(sid), until).await
+    }
+
+    async fn set_until(&self, key: String, until: i64) -> redis::RedisResult<()> {
+        let now = chrono::Utc::now().timestamp();
+        // Keep the entry a little past expiry to cover the verifier's clock leeway.
+        let ttl = u64::try_from(until - now).unwrap_or(0) + 10;
+        let mut redis = self.redis.clone();
+        redis.set_ex::<_, _, ()>(key, 1u8, ttl).await
+    }
+
+    /// Whether the token (by `jti`) or its session (by `sid`) was logged out; one round trip.
+    ///
+    /// # Errors
+    /// When Redis is unreachable; callers fail closed (503), never open.
+    pub async fn is_denied(&self, claims: &Claims) -> redis::RedisResult<bool> {
+        let mut redis = self.redis.clone();
+        let keys = [
+            self.keys.denied_token(claims.jti),
+            self.keys.denied_session(claims.sid),
+        ];
+        let found: u32 = redis.exists(&keys).await?;
+        Ok(found > 0)
+    }
+}
+
+/// How long a cached "not logged out" answer is trusted. DESIGN.md promises that a logged-out
+/// token is refused by every service within one second; half of that leaves room for clocks.
+pub const DENYLIST_RECHECK: Duration = Duration::from_millis(500);
+
+/// Verifier plus denylist: everything a service needs to authenticate a request.
+pub struct Authenticator {
+    verifier: JwtVerifier,
+    denylist: Denylist,
+    cache: Option<TokenCache>,
+}
+
+/// Tokens already verified, so a buyer polling with one token pays the EdDSA check once.
+/// Keyed by the whole token text, so only the exact token ever matches.
+struct TokenCache {
+    capacity: usize,
+    entries: Mutex<HashMap<Arc<str>, CachedToken>>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    claims: Claims,
+    /// When the denylist last said this token was not logged out.
+    allowed_at: Instant,
+}
+
+impl Authenticator {
+    /// Combines a verifier and a denylist; every request verifies its token.
+    pub fn new(verifier: JwtVerifier, denylist: Denylist) -> Self {
+        Self {
+            verifier,
+            denylist,
+            cache: None,
+        }
+    }
+
+    /// Also remembers up to `capacity` verified tokens until they expire. The denylist is still
+    /// asked about a remembered token once per [`DENYLIST_RECHECK`], so logout still reaches
+    /// this service within a second. Used by the front door, where each buyer polls many times.
+    #[must_use]
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(TokenCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// The denylist, for logout.
+    pub fn denylist(&self) -> &Denylist {
+        &self.denylist
+    }
+
+    /// Authenticates the `Authorization: Bearer` header.
+    ///
+    /// # Errors
+    /// 401 for a missing, malformed, expired, forged or logged-out token; 503 when Redis cannot
+    /// say whether the token was logged out.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        let token = bearer_token(headers)?;
+        let Some(cache) = &self.cache else {
+            let claims = self.verify(token)?;
+            return self.allowed(claims).await;
+        };
+        let now = Instant::now();
+        let cached = cache.get(token);
+        if let Some(entry) = &cached {
+            if entry.claims.exp <= chrono::Utc::now().timestamp() {
+                cache.remove(token);
+                return Err(ApiError::unauthorized(TokenError::Expired.to_string()));
+            }
+            if now.duration_since(entry.allowed_at) < DENYLIST_RECHECK {
+                return Ok(entry.claims.clone());
+            }
+        }
+        let claims = match cached {
+            Some(entry) => entry.claims,
+            None => self.verify(token)?,
+        };
+        let claims = self
+            .allowed(claims)
+            .await
+            .inspect_err(|_| cache.remove(token))?;
+        cache.insert(
+            token,
+            CachedToken {
+                claims: claims.clone(),
+                allowed_at: now,
+            },
+        );
+        Ok(claims)
+    }
+
+    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verifier
+            .verify(token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+
+    async fn allowed(&self, claims: Claims) -> Result<Claims, ApiError> {
+        if self.denylist.is_denied(&claims).await? {
+            return Err(ApiError::unauthorized("access token was revoked by logout"));
+        }
+        Ok(claims)
+    }
+}
+
+impl TokenCache {
+    fn get(&self, token: &str) -> Option<CachedToken> {
+        self.lock().get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, entry: CachedToken) {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(token) {
+            // Crude but bounded: forget everything; the next requests re-verify.
+            entries.clear();
+        }
+        entries.insert(Arc::from(token), entry);
+    }
+
+    fn remove(&self, token: &str) {
+        self.lock().remove(token);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, CachedToken>> {
+        // Each operation is a single HashMap call, so a panic elsewhere cannot leave the map
+        // half-updated: a poisoned lock is still safe to use.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::unauthorized(
+            "Authorization header must be `Bearer <token>`",
+        )),
+    }
+}
+
+/// A request made by an authenticated member (any role).
+#[derive(Debug, Clone)]
+pub struct AuthMember {
+    /// The member.
+    pub member_id: MemberId,
+    /// Their role.
+    pub role: Role,
+    /// The full claims, for logout (`jti`, `sid`, `exp`).
+    pub claims: Claims,
+}
+
+impl<S> FromRequestParts<S> for AuthMember
+where
+    Arc<Authenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Arc::<Authenticator>::from_ref(state);
+        let claims = auth.authenticate(&parts.headers).await?;
+        Ok(Self {
+            member_id: claims.sub,
+            role: claims.role,
+            claims,
+        })
+    }
+}
+
+/// A request made by an authenticated admin; anyone else gets 401 or 403.
+#[derive(Debug, Clone)]
+pub struct AdminMember(pub AuthMember);
+
+impl<S> FromRequestParts<S> for AdminMember
+where
+    Arc<Authenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let member = AuthMember::from_request_parts(parts, state).await?;
+        if member.role != Role::Admin {
+            return Err(ApiError::new(
+                ProblemType::Forbidden,
+                "this action needs the admin role",
+            ));
+        }
+        Ok(Self(member))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::{JwtSigner, KeyPair};
+
+    fn pair() -> (JwtSigner, JwtVerifier) {
+        let keys = KeyPair::generate().unwrap();
+        let signer = JwtSigner::from_pem(keys.private_pem.as_bytes(), "iss", "aud", 60).unwrap();
+        let verifier = JwtVerifier::from_pem(keys.public_pem.as_bytes(), "iss", "aud").unwrap();
+        (signer, verifier)
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_round_trips_its_claims() {
+        let (signer, verifier) = pair();
+        let member = MemberId::new();
+        let (token, claims) = signer.mint(member, Role::Admin, Uuid::new_v4()).unwrap();
+        assert_eq!(verifier.verify(&token), Ok(claims));
+    }
+
+    #[test]
+    fn a_token_from_another_key_is_invalid() {
+        let (signer, _) = pair();
+        let (_, other_verifier) = pair();
+        let (token, _) = signer
+            .mint(MemberId::new(), Role::Buyer, Uuid::new_v4())
+            .unwrap();
+        assert_eq!(other_verifier.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_invalid() {
+        let keys = KeyPair::generate().unwrap();
+        let signer = JwtSigner::from_pem(keys.private_pem.as_bytes(), "other", "aud", 60).unwrap();
+        let verifier = JwtVerifier::from_pem(keys.public_pem.as_bytes(), "iss", "aud").unwrap();
+        let (token, _) = signer
+            .mint(MemberId::new(), Role::Buyer, Uuid::new_v4())
+            .unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::Invalid));
+        let signer = JwtSigner::from_pem(keys.private_pem.as_bytes(), "iss", "other", 60).unwrap();
+        let (token, _) = signer
+            .mint(MemberId::new(), Role::Buyer, Uuid::new_v4())
+            .unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn an_expired_token_is_reported_as_expired() {
+        let keys = KeyPair::generate().unwrap();
+        let signer = JwtSigner::from_pem(keys.private_pem.as_bytes(), "iss", "aud", -60).unwrap();
+        let verifier = JwtVerifier::from_pem(keys.public_pem.as_bytes(), "iss", "aud").unwrap();
+        let (token, _) = signer
+            .mint(MemberId::new(), Role::Buyer, Uuid::new_v4())
+            .unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_tokens_are_invalid() {
+        let (signer, verifier) = pair();
+        let (token, claims) = signer
+            .mint(MemberId::new(), Role::Admin, Uuid::new_v4())
+            .unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"} with the real payload and no signature.
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert_eq!(verifier.verify(&none), Err(TokenError::Invalid));
+        let hmac = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"guessable"),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&hmac), Err(TokenError::Invalid));
+        assert_eq!(verifier.verify("not.a.token"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        let mut headers = HeaderMap::new();
+        assert!(bearer_token(&headers).is_err());
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(bearer_token(&headers).is_err());
+        headers.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert!(bearer_token(&headers).is_err());
+        headers.insert(header::AUTHORIZATION, "bearer abc.def".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap(), "abc.def");
+    }
+}

@@ -1,0 +1,10 @@
+//! Value types shared by the services. No I/O here: each type validates when it is parsed, and
+//! code past the parsing trusts it.
+
+mod email;
+mod ids;
+mod role;
+
+pub use email::Email;
+pub use ids::MemberId;
+pub use role::Role;

@@ -1,0 +1,409 @@
+//! The HTTP plumbing every service shares: the middleware stack, the problem+json fallbacks,
+//! `/healthz` `/readyz` `/metrics`, and serving with graceful shutdown.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    BoxError, Router,
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    config::HttpArgs,
+    problem::{ApiError, ProblemType, problem_response},
+    telemetry,
+};
+
+/// Adds the `bearer` (JWT) security scheme that protected operations of every service's
+/// OpenAPI document refer to.
+pub struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Header that carries the request id in and out (set when the client sent none).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Wraps a service's routes in the shared middleware stack and problem+json fallbacks.
+///
+/// Layers, outermost first: CORS → request id → trace span → echo request id → metrics →
+/// panic to 500 → load shedding (503 when `http_max_in_flight` requests are already running)
+/// → timeout (503) → body limit (413, enforced by the JSON extractor).
+pub fn with_middleware(router: Router, args: &HttpArgs) -> Router {
+    let router = router
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(args.http_body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                // An id first, so every log line of the request carries it.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(telemetry::record_http_metrics))
+                // A panicking handler answers 500 problem+json instead of dropping the connection.
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(HandleErrorLayer::new(tower_error))
+                // Fail fast under overload instead of queueing without bound.
+                .load_shed()
+                .concurrency_limit(args.http_max_in_flight)
+                .timeout(args.request_timeout()),
+        );
+    // Outermost, so preflights are answered before anything else runs.
+    router.layer(cors(&args.cors_allowed_origins))
+}
+
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ProblemType::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    problem_response(
+        ProblemType::Internal,
+        "an internal error occurred".to_owned(),
+        vec![],
+        None,
+    )
+    .into_response()
+}
+
+async fn tower_error(err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        tracing::warn!("request timed out");
+        problem_response(
+            ProblemType::Unavailable,
+            "the request took too long; retry later".to_owned(),
+            vec![],
+            Some(Duration::from_secs(1)),
+        )
+        .into_response()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        problem_response(
+            ProblemType::Unavailable,
+            "the server is overloaded; retry later".to_owned(),
+            vec![],
+            Some(Duration::from_secs(1)),
+        )
+        .into_response()
+    } else {
+        ApiError::Internal(anyhow::anyhow!("middleware error: {err}")).into_response()
+    }
+}
+
+/// The dependencies `/readyz` checks; a service registers the ones it uses.
+#[derive(Clone)]
+pub struct Readiness {
+    pg: Option<PgPool>,
+    redis: Option<ConnectionManager>,
+    nats: Option<async_nats::Client>,
+    shutdown: CancellationToken,
+}
+
+impl Readiness {
+    /// Checks nothing yet; reports not ready once `shutdown` is cancelled, so a load balancer
+    /// stops sending traffic before the listener closes.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            pg: None,
+            redis: None,
+            nats: None,
+            shutdown,
+        }
+    }
+
+    /// Also check PostgreSQL.
+    #[must_use]
+    pub fn with_pg(mut self, pool: PgPool) -> Self {
+        self.pg = Some(pool);
+        self
+    }
+
+    /// Also check Redis.
+    #[must_use]
+    pub fn with_redis(mut self, redis: ConnectionManager) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Also check NATS.
+    #[must_use]
+    pub fn with_nats(mut self, nats: async_nats::Client) -> Self {
+        self.nats = Some(nats);
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    ready: bool,
+    checks: Vec<Check>,
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
+///
+/// Installs the metrics recorder, so counters recorded from now on are kept.
+pub fn ops_router(readiness: Readiness) -> Router {
+    telemetry::metrics_handle();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(readiness)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let mut checks = Vec::new();
+    if let Some(pool) = &readiness.pg {
+        let outcome = within_timeout(sqlx::query("select 1").execute(pool)).await;
+        checks.push(check("postgres", outcome));
+    }
+    if let Some(redis) = &readiness.redis {
+        let mut redis = redis.clone();
+        let ping = redis::cmd("PING");
+        let outcome = within_timeout(ping.query_async::<String>(&mut redis)).await;
+        checks.push(check("redis", outcome));
+    }
+    if let Some(nats) = &readiness.nats {
+        let state = nats.connection_state();
+        let outcome = match state {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("connection is {other}")),
+        };
+        checks.push(check("nats", outcome));
+    }
+    if readiness.shutdown.is_cancelled() {
+        checks.push(check("shutdown", Err("shutting down".to_owned())));
+    }
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(ReadyBody { ready, checks })).into_response()
+}
+
+async fn within_timeout<T, E: std::fmt::Display>(
+    probe: impl Future<Output = Result<T, E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    }
+}
+
+fn check(name: &'static str, outcome: Result<(), String>) -> Check {
+    match outcome {
+        Ok(()) => Check {
+            name,
+            ok: true,
+            error: None,
+        },
+        Err(error) => Check {
+            name,
+            ok: false,
+            error: Some(error),
+        },
+    }
+}
+
+async fn metrics() -> Response {
+    let mut response = telemetry::render_metrics().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Binds `addr`, naming it in the error so a port clash is obvious.
+///
+/// # Errors
+/// When the address is taken or not local.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// Serves `router` until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+/// finish, and gives up after `grace`.
+///
+/// # Errors
+/// When the server fails (not on a clean shutdown).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result.context("HTTP server failed"),
+        () = deadline => {
+            tracing::warn!(?grace, "graceful shutdown did not finish in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// A bound HTTP server, ready to serve: what every service's `App` is built around. Binding
+/// happens before serving so that the address (port 0 in tests) is known up front.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds `addr` for `router`; the server stops when `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When the address is taken or not local.
+    pub async fn bind(
+        addr: SocketAddr,
+        router: Router,
+        shutdown: CancellationToken,
+        http: &HttpArgs,
+    ) -> anyhow::Result<Self> {
+        let listener = bind(addr).await?;
+        Ok(Self {
+            listener,
+            router,
+            shutdown,
+            grace: http.shutdown_grace(),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// When the socket has no local address, which would be an OS failure.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    /// Serves until shutdown, then drains in-flight requests (see [`serve`]).
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run(self) -> anyhow::Result<()> {
+        serve(self.listener, self.router, self.shutdown, self.grace).await
+    }
+}
+
+/// Serves only `/healthz`, `/readyz` and `/metrics` on `addr` until shutdown: what a service
+/// whose API is not built yet runs, so the stack can start and supervise it honestly.
+///
+/// # Errors
+/// When the address cannot be bound or the server fails.
+pub async fn serve_ops_only(
+    name: &str,
+    addr: SocketAddr,
+    http: &HttpArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = with_middleware(ops_router(Readiness::new(shutdown.clone())), http);
+    let server = Server::bind(addr, router, shutdown, http).await?;
+    tracing::info!(addr = %server.local_addr()?, service = name, "serving health and metrics only");
+    server.run().await
+}

@@ -1,0 +1,243 @@
+//! NATS JetStream: the connection, subject names, the jobs stream, and publishing with dedup.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        context::PublishErrorKind,
+        message::PublishMessage,
+        publish::PublishAck,
+        stream::{Config as StreamConfig, RetentionPolicy, StorageType},
+    },
+};
+use bytes::Bytes;
+
+use crate::config::NatsArgs;
+
+/// Header carrying the HTTP request id into messages, so one request can be followed from the
+/// front door into the workers' logs.
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop duplicates. Generous, because the
+/// outbox relay may republish after a crash long after the first attempt.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Connects to NATS.
+///
+/// # Errors
+/// When the server cannot be reached at start-up.
+pub async fn connect(args: &NatsArgs, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .connect(args.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats_url))
+}
+
+/// A JetStream context whose API calls and publish acks are bounded by the configured timeout,
+/// and which waits (instead of failing) when many publishes are awaiting acks.
+pub fn jetstream(client: async_nats::Client, args: &NatsArgs) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(args.publish_timeout())
+        .ack_timeout(args.publish_timeout())
+        .max_ack_inflight(20_000)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
+/// Subject names, with the deployment's prefix applied.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// Subjects under `prefix` (empty in production).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Every job subject, as bound to the jobs stream.
+    pub fn all_jobs(&self) -> String {
+        format!("{}jobs.>", self.prefix)
+    }
+
+    /// Email jobs, consumed by the workers' email sender.
+    pub fn email_jobs(&self) -> String {
+        format!("{}jobs.email", self.prefix)
+    }
+
+    /// Tickets of one flash sale, consumed by the workers' order drain.
+    pub fn flash_tickets(&self, sale: uuid::Uuid) -> String {
+        format!("{}flash.tickets.{sale}", self.prefix)
+    }
+
+    /// Tickets of every sale, as bound to the flash stream.
+    pub fn all_flash_tickets(&self) -> String {
+        format!("{}flash.tickets.>", self.prefix)
+    }
+
+    /// Tickets the drain gave up on, kept for inspection (`<prefix>flash.dead.<sale>`).
+    pub fn dead_tickets(&self, sale: uuid::Uuid) -> String {
+        format!("{}flash.dead.{sale}", self.prefix)
+    }
+}
+
+/// Name of the durable pull consumer every worker process shares to drain tickets.
+pub const ORDERS_CONSUMER: &str = "orders";
+
+/// Deliveries of a ticket before the drain gives up on it and dead-letters it.
+pub const ORDERS_MAX_DELIVER: i64 = 10;
+
+/// Creates the flash-ticket stream and the workers' durable consumer if absent (idempotent
+/// across processes starting at once).
+///
+/// Work-queue retention: a ticket leaves the stream when a worker acks it. File storage: a
+/// ticket survives a NATS restart. The duplicate window drops a re-published ticket.
+///
+/// # Errors
+/// When JetStream is unavailable or a conflicting stream exists.
+pub async fn ensure_flash_queue(
+    js: &jetstream::Context,
+    args: &NatsArgs,
+) -> anyhow::Result<jetstream::stream::Stream> {
+    let subjects = Subjects::new(&args.nats_subject_prefix);
+    let stream = js
+        .get_or_create_stream(StreamConfig {
+            name: args.nats_flash_stream.clone(),
+            subjects: vec![subjects.all_flash_tickets()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: DEDUP_WINDOW,
+            max_messages: args.nats_flash_max_messages,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating JetStream stream {}", args.nats_flash_stream))?;
+    stream
+        .get_or_create_consumer(
+            ORDERS_CONSUMER,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(ORDERS_CONSUMER.to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: ORDERS_MAX_DELIVER,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "creating consumer {ORDERS_CONSUMER} on {}",
+                args.nats_flash_stream
+            )
+        })?;
+    // Dead letters: limits retention, kept a week for someone to look at.
+    let dead = format!("{}_DEAD", args.nats_flash_stream);
+    js.get_or_create_stream(StreamConfig {
+        name: dead.clone(),
+        subjects: vec![format!("{}flash.dead.>", args.nats_subject_prefix)],
+        storage: StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating JetStream stream {dead}"))?;
+    Ok(stream)
+}
+
+/// Creates the jobs stream if absent (idempotent across processes starting at once).
+///
+/// Work-queue retention: a job is deleted once a consumer acks it. File storage: a job survives
+/// a NATS restart.
+///
+/// # Errors
+/// When JetStream is unavailable or a stream of that name exists with conflicting subjects.
+pub async fn ensure_jobs_stream(js: &jetstream::Context, args: &NatsArgs) -> anyhow::Result<()> {
+    let subjects = Subjects::new(&args.nats_subject_prefix);
+    js.get_or_create_stream(StreamConfig {
+        name: args.nats_jobs_stream.clone(),
+        subjects: vec![subjects.all_jobs()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: DEDUP_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating JetStream stream {}", args.nats_jobs_stream))?;
+    Ok(())
+}
+
+/// Why a publish did not end with a stored message.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No ack arrived in time; the message may or may not be stored.
+    #[error("JetStream did not acknowledge the publish in time")]
+    Timeout,
+    /// JetStream refused the message or the connection failed.
+    #[error("JetStream publish failed: {0}")]
+    Failed(#[source] async_nats::jetstream::context::PublishError),
+}
+
+/// Publishes `payload` with `Nats-Msg-Id: msg_id` (so a retry never stores it twice) and waits
+/// for JetStream's ack: only then is the message durable.
+///
+/// # Errors
+/// [`PublishError`] when there is no positive ack.
+pub async fn publish_durably(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Bytes,
+    request_id: Option<&str>,
+) -> Result<PublishAck, PublishError> {
+    let mut headers = HeaderMap::new();
+    if let Some(id) = request_id {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    let message = PublishMessage::build()
+        .payload(payload)
+        .headers(headers)
+        .message_id(msg_id);
+    let ack = js.send_publish(subject, message).await.map_err(classify)?;
+    ack.await.map_err(classify)
+}
+
+fn classify(err: async_nats::jetstream::context::PublishError) -> PublishError {
+    match err.kind() {
+        PublishErrorKind::TimedOut => PublishError::Timeout,
+        _ => PublishError::Failed(err),
+    }
+}
+
+/// Takes up to `max` messages from a pull consumer, waiting at most `wait` for them: one batch
+/// for a worker loop. An empty batch means the queue had nothing in that time.
+///
+/// # Errors
+/// When the pull request or a message fails.
+pub async fn fetch_batch(
+    consumer: &jetstream::consumer::PullConsumer,
+    max: usize,
+    wait: Duration,
+) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut fetched = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("fetching from {}: {e}", consumer.cached_info().name))?;
+    let mut messages = Vec::with_capacity(max);
+    while let Some(message) = futures::StreamExt::next(&mut fetched).await {
+        messages.push(message.map_err(|e| anyhow::anyhow!("receiving a message: {e}"))?);
+    }
+    Ok(messages)
+}

@@ -1,0 +1,454 @@
+//! The one error type of every HTTP service, rendered as RFC 7807 `application/problem+json`.
+//!
+//! Handlers return [`ApiError`]; its `type` URIs ([`ProblemType`]) are a stable contract with
+//! clients. 5xx answers never carry the internal cause: it is logged inside the request span.
+
+use std::time::Duration;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+/// The content type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Stable problem `type`s. Renaming one is a breaking API change; add new ones instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    /// The request could not be parsed (malformed JSON, bad id, bad query string).
+    BadRequest,
+    /// The request parsed but a field is invalid; `errors` names each field.
+    Validation,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// No valid access token (missing, malformed, expired, forged or logged out).
+    Unauthorized,
+    /// Authenticated, but the role does not allow this.
+    Forbidden,
+    /// No such resource, or it belongs to someone else.
+    NotFound,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// Signup with an email that already has an account.
+    EmailTaken,
+    /// An order asked for more units than are left.
+    OutOfStock,
+    /// The flash sale has not started; `starts_at` says when it does.
+    SaleNotStarted,
+    /// The flash sale ended or was cancelled.
+    SaleEnded,
+    /// Too many requests; retry after `Retry-After` seconds.
+    RateLimited,
+    /// A dependency (database, Redis, NATS) is unavailable or the server is overloaded.
+    Unavailable,
+    /// An unexpected failure on our side.
+    Internal,
+}
+
+impl ProblemType {
+    /// The `type` URI, relative to the service's origin.
+    pub fn uri(self) -> &'static str {
+        match self {
+            Self::BadRequest => "/problems/bad-request",
+            Self::Validation => "/problems/validation",
+            Self::UnsupportedMediaType => "/problems/unsupported-media-type",
+            Self::PayloadTooLarge => "/problems/payload-too-large",
+            Self::Unauthorized => "/problems/unauthorized",
+            Self::Forbidden => "/problems/forbidden",
+            Self::NotFound => "/problems/not-found",
+            Self::MethodNotAllowed => "/problems/method-not-allowed",
+            Self::Conflict => "/problems/conflict",
+            Self::EmailTaken => "/problems/email-taken",
+            Self::OutOfStock => "/problems/out-of-stock",
+            Self::SaleNotStarted => "/problems/sale-not-started",
+            Self::SaleEnded => "/problems/sale-ended",
+            Self::RateLimited => "/problems/rate-limited",
+            Self::Unavailable => "/problems/unavailable",
+            Self::Internal => "/problems/internal",
+        }
+    }
+
+    /// The short, human-readable summary that goes in `title`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::BadRequest => "Bad request",
+            Self::Validation => "Validation failed",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Conflict => "Conflict",
+            Self::EmailTaken => "Email already registered",
+            Self::OutOfStock => "Out of stock",
+            Self::SaleNotStarted => "Sale not started",
+            Self::SaleEnded => "Sale ended",
+            Self::RateLimited => "Too many requests",
+            Self::Unavailable => "Service unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+
+    /// The HTTP status this type is always sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict | Self::EmailTaken | Self::OutOfStock => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::SaleNotStarted => StatusCode::TOO_EARLY,
+            Self::SaleEnded => StatusCode::GONE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One invalid field of a request body.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field's name as sent by the client.
+    pub field: String,
+    /// What is wrong with it, in words a client can show.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error from anything string-like.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The body of every error response (RFC 7807).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemBody {
+    /// Stable URI identifying the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status, repeated for clients that lose headers.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Per-field problems, for validation errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// When a sale that has not started opens (RFC 7807 extension member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every way a request can fail, each mapped to one status and problem type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A client error of the given kind, with a detail fit to show the client.
+    #[error("{detail}")]
+    Problem {
+        /// The problem type (and so the status).
+        kind: ProblemType,
+        /// What went wrong, for the client.
+        detail: String,
+    },
+    /// Invalid fields in an otherwise well-formed request.
+    #[error("request is invalid")]
+    Validation(Vec<FieldError>),
+    /// The flash sale opens at `starts_at`; answered 425 with `Retry-After`.
+    #[error("the sale has not started")]
+    SaleNotStarted {
+        /// When it opens.
+        starts_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Too many requests; the client may retry after the given time.
+    #[error("too many requests")]
+    RateLimited {
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+    /// A dependency is down or the server is overloaded; retrying later may succeed.
+    #[error("service unavailable")]
+    Unavailable {
+        /// When a retry may succeed.
+        retry_after: Duration,
+        /// The cause, logged and never sent.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// An unexpected failure; logged, answered with an opaque 500.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T, E = ApiError> = Result<T, E>;
+
+impl ApiError {
+    /// A client error of `kind` with a detail for the client.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self::Problem {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400 with the given detail.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::BadRequest, detail)
+    }
+
+    /// 401 with the given detail.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Unauthorized, detail)
+    }
+
+    /// 404 with the given detail.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::NotFound, detail)
+    }
+
+    /// 422 for a single invalid field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// 503 caused by an unreachable dependency.
+    pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable {
+            retry_after: Duration::from_secs(1),
+            source: source.into(),
+        }
+    }
+
+    /// The problem type this error renders as.
+    pub fn kind(&self) -> ProblemType {
+        match self {
+            Self::Problem { kind, .. } => *kind,
+            Self::Validation(_) => ProblemType::Validation,
+            Self::SaleNotStarted { .. } => ProblemType::SaleNotStarted,
+            Self::RateLimited { .. } => ProblemType::RateLimited,
+            Self::Unavailable { .. } => ProblemType::Unavailable,
+            Self::Internal(_) => ProblemType::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// A pool that cannot hand out a connection, or a lost connection, is a dependency being
+    /// unavailable (503); anything else is a bug or a schema mismatch (500).
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::unavailable(anyhow::Error::new(err).context("PostgreSQL unavailable"))
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("database error")),
+        }
+    }
+}
+
+impl From<::redis::RedisError> for ApiError {
+    fn from(err: ::redis::RedisError) -> Self {
+        Self::unavailable(anyhow::Error::new(err).context("Redis unavailable"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let mut errors = Vec::new();
+        let mut retry_after = None;
+        let mut starts_at = None;
+        let detail = match self {
+            Self::Problem { detail, .. } => detail,
+            Self::Validation(fields) => {
+                let detail = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                errors = fields;
+                detail
+            }
+            Self::SaleNotStarted { starts_at: opens } => {
+                let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
+                retry_after = Some(wait);
+                starts_at = Some(opens);
+                format!("the sale starts at {}", opens.to_rfc3339())
+            }
+            Self::RateLimited { retry_after: wait } => {
+                retry_after = Some(wait);
+                "too many requests; retry later".to_owned()
+            }
+            Self::Unavailable {
+                retry_after: wait,
+                source,
+            } => {
+                tracing::warn!(error.cause_chain = ?source, error.message = %source, "dependency unavailable");
+                retry_after = Some(wait);
+                "a dependency is unavailable; retry later".to_owned()
+            }
+            Self::Internal(source) => {
+                tracing::error!(error.cause_chain = ?source, error.message = %source, "request failed");
+                "an internal error occurred".to_owned()
+            }
+        };
+        problem_response(kind, detail, errors, retry_after)
+            .with_starts_at(starts_at)
+            .into_response()
+    }
+}
+
+/// Builds a problem+json response; used by [`ApiError`] and by middleware that has no error
+/// value (panics, timeouts, fallbacks).
+pub fn problem_response(
+    kind: ProblemType,
+    detail: String,
+    errors: Vec<FieldError>,
+    retry_after: Option<Duration>,
+) -> ProblemResponse {
+    ProblemResponse {
+        body: ProblemBody {
+            kind: kind.uri(),
+            title: kind.title(),
+            status: kind.status().as_u16(),
+            detail,
+            errors,
+            starts_at: None,
+        },
+        retry_after,
+    }
+}
+
+/// A problem about to be sent; extension members can still be added.
+pub struct ProblemResponse {
+    body: ProblemBody,
+    retry_after: Option<Duration>,
+}
+
+impl ProblemResponse {
+    /// Adds the `starts_at` extension member (sales that have not started).
+    #[must_use]
+    pub fn with_starts_at(mut self, starts_at: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        self.body.starts_at = starts_at;
+        self
+    }
+}
+
+impl IntoResponse for ProblemResponse {
+    fn into_response(self) -> Response {
+        render(self.body, self.retry_after)
+    }
+}
+
+fn render(body: ProblemBody, retry_after: Option<Duration>) -> Response {
+    let status = StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let unauthorized = status == StatusCode::UNAUTHORIZED;
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(wait) = retry_after {
+        // Retry-After is whole seconds; round up so a client never retries too early.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if unauthorized {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Maps a named database constraint violation to a client error at the call site.
+pub trait ResultExt<T> {
+    /// If the error is a violation of `constraint`, turn it into `map(..)`; any other error
+    /// becomes an [`ApiError`] as usual.
+    fn on_constraint(
+        self,
+        constraint: &str,
+        map: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> ApiError,
+    ) -> Result<T, ApiError>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn on_constraint(
+        self,
+        constraint: &str,
+        map: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> ApiError,
+    ) -> Result<T, ApiError> {
+        self.map_err(|err| match err {
+            sqlx::Error::Database(db) if db.constraint() == Some(constraint) => map(db),
+            other => ApiError::from(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_type_has_a_distinct_uri() {
+        let all = [
+            ProblemType::BadRequest,
+            ProblemType::Validation,
+            ProblemType::UnsupportedMediaType,
+            ProblemType::PayloadTooLarge,
+            ProblemType::Unauthorized,
+            ProblemType::Forbidden,
+            ProblemType::NotFound,
+            ProblemType::MethodNotAllowed,
+            ProblemType::Conflict,
+            ProblemType::EmailTaken,
+            ProblemType::OutOfStock,
+            ProblemType::SaleNotStarted,
+            ProblemType::SaleEnded,
+            ProblemType::RateLimited,
+            ProblemType::Unavailable,
+            ProblemType::Internal,
+        ];
+        let uris: std::collections::HashSet<_> = all.iter().map(|k| k.uri()).collect();
+        assert_eq!(uris.len(), all.len());
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let response = problem_response(
+            ProblemType::RateLimited,
+            "slow down".into(),
+            vec![],
+            Some(Duration::from_millis(1200)),
+        )
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_their_cause() {
+        let err = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(body.contains("/problems/internal"), "{body}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Redis: the auto-reconnecting connection and the key names every service agrees on.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+use crate::config::RedisArgs;
+
+/// Opens a connection manager: one multiplexed connection shared by all tasks, reconnected in
+/// the background when Redis restarts.
+///
+/// # Errors
+/// When Redis cannot be reached at start-up.
+pub async fn connect(args: &RedisArgs) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(args.redis_url.as_str())
+        .with_context(|| format!("invalid REDIS_URL {}", crate::db::redact(&args.redis_url)))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_millis(args.redis_response_timeout_ms)))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {}",
+                crate::db::redact(&args.redis_url)
+            )
+        })
+}
+
+/// Builds every Redis key, so the prefix (and the per-sale hash tags) live in one place.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    /// Keys under `prefix` (e.g. `flash:`, or `test:<uuid>:` in tests).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix itself, for scans that clean up after tests.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Marks a logged-out access token (by `jti`) until it would have expired anyway.
+    pub fn denied_token(&self, jti: Uuid) -> String {
+        format!("{}deny:jti:{jti}", self.prefix)
+    }
+
+    /// Units of a flash sale the front door may still admit.
+    pub fn sale_gate(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:gate", self.prefix)
+    }
+
+    /// What the front door needs to know about a sale (window, limit, cancelled).
+    pub fn sale_meta(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:meta", self.prefix)
+    }
+
+    /// Counter handing out each sale's ticket sequence numbers.
+    pub fn sale_seq(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:seq", self.prefix)
+    }
+
+    /// Highest sequence number the workers have finished (position = seq - served).
+    pub fn sale_served(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:served", self.prefix)
+    }
+
+    /// Measured drain rate of a sale (tickets per second), for wait estimates.
+    pub fn sale_drain_rate(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:rate", self.prefix)
+    }
+
+    /// The ticket a member holds in a sale (one entry per member per sale).
+    pub fn member_ticket(&self, sale: Uuid, member: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:member:{member}", self.prefix)
+    }
+
+    /// A ticket's state (hash: member, seq, status, order_id), under its sale's hash tag so the
+    /// gate script can create it atomically with taking the unit.
+    pub fn ticket(&self, sale: Uuid, ticket: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:ticket:{ticket}", self.prefix)
+    }
+
+    /// Which sale a ticket belongs to: lets `GET /tickets/{id}` find the ticket's keys.
+    pub fn ticket_sale(&self, ticket: Uuid) -> String {
+        format!("{}ticket-sale:{ticket}", self.prefix)
+    }
+
+    /// The cached representation of a product (`<version>|<json>`).
+    pub fn product(&self, product: Uuid) -> String {
+        format!("{}product:{product}", self.prefix)
+    }
+
+    /// Marks a whole login session (by `sid`) whose access tokens must stop working: logged
+    /// out, or its refresh token was reused.
+    pub fn denied_session(&self, sid: Uuid) -> String {
+        format!("{}deny:sid:{sid}", self.prefix)
+    }
+}

@@ -1,0 +1,221 @@
+//! `loadtest door`: what the flash-sale front door sustains.
+//!
+//! Mints real EdDSA access tokens with the dev private key for synthetic buyers (admission
+//! verifies tokens and never looks members up, so no member rows are needed), arms a sale in
+//! Redis through the same `flash_core::sale_gate::arm` catalog-api uses, fires every buyer's
+//! entry over C connections, then polls the tickets. Afterwards it removes what it queued (the
+//! sale's messages and keys), so no worker ever sees the synthetic tickets.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::Utc;
+use flash_core::{
+    auth::keys::JwtSigner,
+    config::{JwtVerifyArgs, NatsArgs, RedisArgs},
+    domain::{MemberId, Role},
+    redis::Keys,
+    sale_gate::{self, Arm, SaleMeta},
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::measure::{Summary, print_table, run_batch};
+
+/// Options of the front-door benchmark.
+#[derive(clap::Args)]
+pub(crate) struct DoorArgs {
+    /// admission base URL.
+    #[arg(long, env = "ADMISSION_URL", default_value = "http://127.0.0.1:8080")]
+    admission_url: String,
+    /// Buyers entering the sale.
+    #[arg(long, default_value_t = 50_000)]
+    buyers: usize,
+    /// Units on sale; the rest of the buyers take the sold-out path.
+    #[arg(long, default_value_t = 50_000)]
+    units: i64,
+    /// Polls of `GET /tickets/{id}` after the entries.
+    #[arg(long, default_value_t = 100_000)]
+    polls: usize,
+    /// Connections (requests in flight).
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// The dev private key to mint buyers' tokens with.
+    #[arg(
+        long,
+        env = "JWT_PRIVATE_KEY",
+        default_value = ".data/keys/jwt_private.pem"
+    )]
+    jwt_private_key: PathBuf,
+    #[command(flatten)]
+    jwt: JwtVerifyArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Give up on any one phase after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    phase_timeout_secs: u64,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    sale_id: Uuid,
+    phases: Vec<Summary>,
+}
+
+pub(crate) async fn run(args: DoorArgs) -> anyhow::Result<()> {
+    let pem = std::fs::read(&args.jwt_private_key)
+        .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
+    let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;
+    eprintln!("minting {} buyer tokens ...", args.buyers);
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..args.buyers)
+            .map(|_| {
+                signer
+                    .mint(MemberId::new(), Role::Buyer, Uuid::new_v4())
+                    .map(|(t, _)| t)
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+
+    let redis = flash_core::redis::connect(&args.redis).await?;
+    let keys = Keys::new(&args.redis.redis_key_prefix);
+    let sale = Uuid::now_v7();
+    let now = Utc::now();
+    let meta = SaleMeta {
+        starts_at: now - chrono::Duration::seconds(1),
+        ends_at: now + chrono::Duration::hours(1),
+        per_member_limit: 1,
+        cancelled: false,
+    };
+    sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = args.admission_url.trim_end_matches('/').to_owned();
+    let deadline = Duration::from_secs(args.phase_timeout_secs);
+    let tickets: Arc<Mutex<Vec<(usize, String)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(args.buyers)));
+
+    eprintln!(
+        "{} entries over {} connections into sale {sale} ({} units) ...",
+        args.buyers, args.connections, args.units
+    );
+    let entries = run_batch(
+        "POST /sales/{id}/tickets",
+        args.buyers,
+        args.connections,
+        deadline,
+        |i| {
+            let request = client
+                .post(format!("{base}/sales/{sale}/tickets"))
+                .bearer_auth(&tokens[i]);
+            let tickets = Arc::clone(&tickets);
+            async move {
+                let Ok(response) = request.send().await else {
+                    return 0;
+                };
+                let status = response.status().as_u16();
+                if let Ok(body) = response.json::<Value>().await
+                    && let Some(ticket) = body["ticket_id"].as_str()
+                {
+                    tickets.lock().await.push((i, ticket.to_owned()));
+                }
+                status
+            }
+        },
+    )
+    .await;
+
+    let issued = Arc::new(tickets.lock().await.clone());
+    eprintln!("{} polls ...", args.polls);
+    let polls = if issued.is_empty() {
+        None
+    } else {
+        Some(
+            run_batch(
+                "GET /tickets/{id}",
+                args.polls,
+                args.connections,
+                deadline,
+                |i| {
+                    let (buyer, ticket) = &issued[i % issued.len()];
+                    let request = client
+                        .get(format!("{base}/tickets/{ticket}"))
+                        .bearer_auth(&tokens[*buyer]);
+                    async move { request.send().await.map_or(0, |r| r.status().as_u16()) }
+                },
+            )
+            .await,
+        )
+    };
+
+    clean_up(&args, &redis, &keys, sale, &issued).await?;
+    let mut phases = vec![entries];
+    phases.extend(polls);
+    print_table(&phases);
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&Report {
+                sale_id: sale,
+                phases,
+            })?,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the synthetic sale: its queued messages and its Redis keys.
+async fn clean_up(
+    args: &DoorArgs,
+    redis: &redis::aio::ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    tickets: &[(usize, String)],
+) -> anyhow::Result<()> {
+    let nats = flash_core::nats::connect(&args.nats, "loadtest").await?;
+    let js = async_nats::jetstream::new(nats);
+    let subject =
+        flash_core::nats::Subjects::new(&args.nats.nats_subject_prefix).flash_tickets(sale);
+    let stream = js
+        .get_stream(&args.nats.nats_flash_stream)
+        .await
+        .context("opening the flash stream")?;
+    stream
+        .purge()
+        .filter(subject)
+        .await
+        .context("purging the bench's tickets")?;
+    let mut conn = redis.clone();
+    let pattern = format!("{}{{sale:{sale}}}*", keys.prefix());
+    let sale_keys: Vec<String> = {
+        let mut iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, &pattern).await?;
+        let mut found = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut iter).await {
+            found.push(key?);
+        }
+        found
+    };
+    let index_keys = tickets
+        .iter()
+        .filter_map(|(_, t)| t.parse::<Uuid>().ok())
+        .map(|t| keys.ticket_sale(t));
+    let all: Vec<String> = sale_keys.into_iter().chain(index_keys).collect();
+    for chunk in all.chunks(1000) {
+        redis::cmd("DEL")
+            .arg(chunk)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

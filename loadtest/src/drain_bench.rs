@@ -1,0 +1,303 @@
+//! `loadtest drain`: how fast worker processes turn queued tickets into orders.
+//!
+//! For each combination of worker processes and batch size it creates a throwaway database
+//! (`flash_bench_<id>`, dropped afterwards) with one sale and as many buyers as tickets, queues
+//! every ticket as the front door would, starts the real `workers` binary that many times on
+//! NATS names of its own (so no other worker sees the tickets), and times the drain until every
+//! unit is ordered.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use flash_core::{
+    config::{NatsArgs, PgArgs, RedisArgs},
+    jobs::TicketMessage,
+    nats::Subjects,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Options of the drain benchmark.
+#[derive(clap::Args)]
+pub(crate) struct DrainArgs {
+    /// Tickets queued per run (every one of them gets a unit).
+    #[arg(long, default_value_t = 20_000)]
+    tickets: i64,
+    /// Batch sizes to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+    batch_sizes: Vec<usize>,
+    /// Numbers of worker processes to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    processes: Vec<usize>,
+    /// The workers binary to start.
+    #[arg(long, default_value = "target/release/workers")]
+    workers_bin: PathBuf,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    run_timeout_secs: u64,
+    #[command(flatten)]
+    pg: PgArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Run {
+    processes: usize,
+    batch_size: usize,
+    orders: i64,
+    seconds: f64,
+    orders_per_second: f64,
+}
+
+pub(crate) async fn run(args: DrainArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for &processes in &args.processes {
+        for &batch in &args.batch_sizes {
+            eprintln!(
+                "{processes} process(es), batch {batch}: queueing {} tickets ...",
+                args.tickets
+            );
+            runs.push(one_run(&args, processes, batch).await?);
+        }
+    }
+    println!(
+        "{:>9} {:>6} {:>8} {:>9} {:>10}",
+        "processes", "batch", "orders", "seconds", "orders/s"
+    );
+    for run in &runs {
+        println!(
+            "{:>9} {:>6} {:>8} {:>9.2} {:>10.0}",
+            run.processes, run.batch_size, run.orders, run.seconds, run.orders_per_second
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&runs)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Result<Run> {
+    let id = Uuid::new_v4().simple().to_string();
+    let admin = flash_core::db::connect(&args.pg).await?;
+    let database = format!("flash_bench_{id}");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {database}")))
+        .execute(&admin)
+        .await?;
+    let url = database_url(&args.pg.database_url, &database);
+    let outcome = async {
+        let mut pg = args.pg.clone();
+        pg.database_url.clone_from(&url);
+        let db = flash_core::db::connect(&pg).await?;
+        flash_core::db::migrate(&db).await?;
+        let sale = seed(&db, args.tickets).await?;
+        let mut nats = args.nats.clone();
+        nats.nats_subject_prefix = format!("bench{id}.");
+        nats.nats_flash_stream = format!("FLASH_BENCH_{id}");
+        nats.nats_jobs_stream = format!("JOBS_BENCH_{id}");
+        let client = flash_core::nats::connect(&nats, "loadtest").await?;
+        let js = flash_core::nats::jetstream(client, &nats);
+        flash_core::nats::ensure_flash_queue(&js, &nats).await?;
+        queue_tickets(&db, &js, &nats, sale).await?;
+
+        let started = Instant::now();
+        let mut children = Vec::new();
+        for _ in 0..processes {
+            children.push(start_worker(args, &url, &nats, &id, batch)?);
+        }
+        let deadline = started + Duration::from_secs(args.run_timeout_secs);
+        let orders = loop {
+            let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+                .fetch_one(&db)
+                .await?;
+            if orders >= args.tickets || Instant::now() > deadline {
+                break orders;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The drain itself: from the first order's transaction to the last, without the time
+        // the processes took to start and connect.
+        let span: Option<f64> = sqlx::query_scalar(
+            "select extract(epoch from max(created_at) - min(created_at))::float8 from orders",
+        )
+        .fetch_one(&db)
+        .await?;
+        let seconds = span
+            .filter(|s| *s > 0.0)
+            .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        for mut child in children {
+            child.kill().await.ok();
+        }
+        db.close().await;
+        for stream in [
+            nats.nats_flash_stream.clone(),
+            format!("{}_DEAD", nats.nats_flash_stream),
+            nats.nats_jobs_stream.clone(),
+        ] {
+            let _ = js.delete_stream(stream).await;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let orders_per_second = orders as f64 / seconds;
+        anyhow::Ok(Run {
+            processes,
+            batch_size: batch,
+            orders,
+            seconds,
+            orders_per_second,
+        })
+    }
+    .await;
+    // The run's database goes whatever happened (workers were killed above).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {database} with (force)"
+    )))
+    .execute(&admin)
+    .await?;
+    clear_redis(&args.redis, &id).await?;
+    outcome
+}
+
+/// `url` with its database replaced.
+fn database_url(url: &str, database: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// One sale with a unit per ticket, and as many buyers.
+async fn seed(db: &PgPool, tickets: i64) -> anyhow::Result<Uuid> {
+    let product = Uuid::new_v4();
+    let sale = Uuid::now_v7();
+    sqlx::query("insert into products (product_id, sku, name, price_cents, currency, stock) values ($1, 'BENCH', 'Bench', 100, 'EUR', 0)")
+        .bind(product)
+        .execute(db)
+        .await?;
+    sqlx::query(
+        "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, starts_at, ends_at)
+         values ($1, $2, 100, 'EUR', $3, $3, now(), now() + interval '1 hour')",
+    )
+    .bind(sale)
+    .bind(product)
+    .bind(i32::try_from(tickets)?)
+    .execute(db)
+    .await?;
+    sqlx::query(
+        "insert into members (member_id, email, password_hash, name)
+         select gen_random_uuid(), 'bench' || n || '@bench.example', 'not a login', 'Bench'
+         from generate_series(1, $1) as n",
+    )
+    .bind(tickets)
+    .execute(db)
+    .await?;
+    Ok(sale)
+}
+
+/// Publishes one ticket per seeded buyer, as the door would, many acks in flight.
+async fn queue_tickets(
+    db: &PgPool,
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    sale: Uuid,
+) -> anyhow::Result<()> {
+    let members: Vec<Uuid> = sqlx::query_scalar("select member_id from members")
+        .fetch_all(db)
+        .await?;
+    let subject = Subjects::new(&nats.nats_subject_prefix).flash_tickets(sale);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut publishes = futures::stream::iter(members.into_iter().enumerate())
+        .map(|(i, member)| {
+            let ticket = TicketMessage {
+                ticket_id: Uuid::now_v7(),
+                sale_id: sale,
+                member_id: member.into(),
+                seq: i64::try_from(i).unwrap_or(i64::MAX) + 1,
+                admitted_at_ms: now,
+            };
+            let subject = subject.clone();
+            async move {
+                let payload = serde_json::to_vec(&ticket).unwrap_or_default();
+                flash_core::nats::publish_durably(
+                    js,
+                    subject,
+                    &ticket.ticket_id.to_string(),
+                    payload.into(),
+                    None,
+                )
+                .await
+            }
+        })
+        .buffer_unordered(512);
+    while let Some(outcome) = publishes.next().await {
+        outcome?;
+    }
+    Ok(())
+}
+
+fn start_worker(
+    args: &DrainArgs,
+    url: &str,
+    nats: &NatsArgs,
+    id: &str,
+    batch: usize,
+) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(&args.workers_bin)
+        .env("DATABASE_URL", url)
+        .env("REDIS_URL", &args.redis.redis_url)
+        .env("REDIS_KEY_PREFIX", format!("bench:{id}:"))
+        .env("NATS_URL", &nats.nats_url)
+        .env("NATS_SUBJECT_PREFIX", &nats.nats_subject_prefix)
+        .env("NATS_FLASH_STREAM", &nats.nats_flash_stream)
+        .env("NATS_JOBS_STREAM", &nats.nats_jobs_stream)
+        .env("WORKERS_ADDR", "127.0.0.1:0")
+        .env("DRAIN_BATCH_SIZE", batch.to_string())
+        .env(
+            "MAIL_DIR",
+            std::env::temp_dir().join(format!("bench-mail-{id}")),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p workers)",
+                args.workers_bin.display()
+            )
+        })
+}
+
+async fn clear_redis(redis: &RedisArgs, id: &str) -> anyhow::Result<()> {
+    let conn = flash_core::redis::connect(redis).await?;
+    let mut conn = conn.clone();
+    let pattern = format!("bench:{id}:*");
+    let keys: Vec<String> = {
+        let mut iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, &pattern).await?;
+        let mut found = Vec::new();
+        while let Some(key) = iter.next().await {
+            found.push(key?);
+        }
+        found
+    };
+    for chunk in keys.chunks(1000) {
+        redis::cmd("DEL")
+            .arg(chunk)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

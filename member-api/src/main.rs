@@ -1,0 +1,17 @@
+//! Entry point: read config, start telemetry, serve until SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use member_api::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    flash_core::telemetry::init(&config.log);
+    let shutdown = flash_core::shutdown::on_signal();
+    let app = App::build(config, shutdown)
+        .await
+        .context("member-api failed to start")?;
+    tracing::info!(addr = %app.local_addr()?, "member-api listening");
+    app.run().await
+}

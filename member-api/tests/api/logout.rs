@@ -1,0 +1,90 @@
+use std::sync::Arc;
+
+use axum::{Router, routing::get};
+use flash_core::{
+    auth::{AuthMember, Authenticator, Denylist, JwtVerifier},
+    redis::Keys,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, problem};
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn logout_stops_the_access_token_and_the_refresh_family(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (access, refresh) = app.new_session().await;
+
+    let response = app.post_bearer("/auth/logout", &access).await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let body = problem(app.get_me(&access).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["type"], "/problems/unauthorized");
+    problem(
+        app.post_json("/auth/refresh", &json!({"refresh_token": refresh}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // Logging out twice with the same token is refused like any other use of it.
+    problem(
+        app.post_bearer("/auth/logout", &access).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn logout_without_a_token_is_401(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    app.teardown().await;
+}
+
+/// Another service (its own verifier, Redis connection and router, sharing only the public key
+/// and the Redis prefix, as admission or catalog-api do) refuses a token logged out here.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_second_service_refuses_a_logged_out_token(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let other = spawn_other_service(&app).await;
+    let (access, _) = app.new_session().await;
+    let client = reqwest::Client::new();
+    let call = || client.get(&other).bearer_auth(&access).send();
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+
+    assert_eq!(
+        app.post_bearer("/auth/logout", &access).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    problem(call().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    app.teardown().await;
+}
+
+async fn spawn_other_service(app: &TestApp) -> String {
+    let verifier = JwtVerifier::from_args(&app.config.jwt).unwrap();
+    let redis = flash_core::redis::connect(&app.iso.redis).await.unwrap();
+    let denylist = Denylist::new(redis, Keys::new(&app.iso.redis.redis_key_prefix));
+    let auth = Arc::new(Authenticator::new(verifier, denylist));
+    let router = Router::new()
+        .route(
+            "/whoami",
+            get(|member: AuthMember| async move { member.member_id.to_string() }),
+        )
+        .with_state(auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}/whoami")
+}

@@ -1,0 +1,73 @@
+//! workers settings: environment first, loopback defaults.
+
+use std::net::SocketAddr;
+
+use flash_core::config::{HttpArgs, LogArgs, NatsArgs, PgArgs, RedisArgs};
+
+/// Everything the workers read at start-up.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "workers",
+    about = "Drains flash-sale tickets into orders; re-arms sale gates"
+)]
+pub struct Config {
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "WORKERS_ADDR", default_value = "127.0.0.1:8083")]
+    pub addr: SocketAddr,
+    /// PostgreSQL settings.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// Redis settings (tickets, served counters, gates).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// NATS settings (the flash-ticket queue).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP limits of the health endpoints.
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Log format.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Most tickets taken from the queue per batch; each sale's share of a batch is one
+    /// PostgreSQL transaction (~100 rows per transaction is where PostgreSQL shines here).
+    #[arg(long, env = "DRAIN_BATCH_SIZE", default_value_t = 256)]
+    pub drain_batch_size: usize,
+    /// How long a fetch waits for tickets before working with what it has.
+    #[arg(long, env = "DRAIN_FETCH_WAIT_MS", default_value_t = 200)]
+    pub drain_fetch_wait_ms: u64,
+    /// Latency of the simulated payment provider (the default provider, a stand-in for a
+    /// real one behind the `PaymentProvider` trait).
+    #[arg(long, env = "PAYMENT_LATENCY_MS", default_value_t = 50)]
+    pub payment_latency_ms: u64,
+    /// Share of charges the simulated provider declines (0.0 to 1.0).
+    #[arg(long, env = "PAYMENT_DECLINE_RATE", default_value_t = 0.02)]
+    pub payment_decline_rate: f64,
+    /// Share of charges the simulated provider fails transiently (retried).
+    #[arg(long, env = "PAYMENT_TRANSIENT_RATE", default_value_t = 0.05)]
+    pub payment_transient_rate: f64,
+    /// Deliveries of a payment job before a transient failure counts as final.
+    #[arg(long, env = "PAYMENT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub payment_max_attempts: i64,
+    /// SMTP server to send mail through, e.g. `smtp://localhost:1025` or
+    /// `smtps://user:password@mail.example.com` (URL form of lettre). When unset, mail is
+    /// written to `MAIL_DIR` instead.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Folder the email worker writes each mail into, as `<email_id>.eml`, when no SMTP_URL.
+    #[arg(long, env = "MAIL_DIR", default_value = ".data/mail")]
+    pub mail_dir: std::path::PathBuf,
+    /// Sender of every email.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Flash Shop <shop@flash.local>"
+    )]
+    pub mail_from: String,
+    /// Tries before an email is dead-lettered (status `dead`).
+    #[arg(long, env = "EMAIL_MAX_ATTEMPTS", default_value_t = 5)]
+    pub email_max_attempts: i64,
+    /// How often the reconciler re-arms gates of live sales that Redis lost.
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
+    pub reconcile_interval_ms: u64,
+}

@@ -1,0 +1,455 @@
+//! The order drain: queued tickets become orders, in batches, exactly once.
+//!
+//! Per batch and sale, in ONE PostgreSQL transaction: lock the sale row, find tickets that
+//! already have an order (a redelivery), decide the rest in queue order (granted while units
+//! are left; `rejected` above the member's limit; `sold_out` after), insert the orders with
+//! `on conflict (ticket_id) do nothing`, take exactly the inserted number from `quantity_left`
+//! (guarded), and queue their payment jobs in the outbox. Only after the commit are the tickets
+//! updated in Redis and the messages acked, so a crash anywhere leads to a redelivery that
+//! reaches the same end state.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use chrono::{DateTime, Utc};
+use flash_core::{
+    domain::MemberId,
+    jobs::{PaymentJob, TicketMessage},
+    nats::{ORDERS_MAX_DELIVER, Subjects},
+    redis::Keys,
+};
+use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// What one pass of the drain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// This many tickets were decided (and acked).
+    Processed(usize),
+    /// The queue was empty.
+    Empty,
+}
+
+/// The fate of one ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    Ordered(Uuid),
+    SoldOut,
+    Rejected(&'static str),
+    /// The door withdrew it (its publish timed out but was stored): the buyer was told no.
+    Withdrawn,
+}
+
+/// Turns tickets into orders.
+pub struct Drainer {
+    db: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    js: jetstream::Context,
+    subjects: Subjects,
+    consumer: PullConsumer,
+    batch_size: usize,
+    fetch_wait: Duration,
+}
+
+/// Where a drain pass tunes itself: queue, batch size and wait.
+pub struct DrainSettings {
+    /// Tickets per fetch.
+    pub batch_size: usize,
+    /// Longest wait to fill a fetch.
+    pub fetch_wait: Duration,
+}
+
+/// The sale a batch belongs to, locked for the transaction.
+#[derive(sqlx::FromRow)]
+struct SaleRow {
+    product_id: Uuid,
+    price_cents: i64,
+    currency: String,
+    quantity_left: i32,
+    per_member_limit: i32,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl Drainer {
+    /// A drainer on the flash stream's shared durable consumer.
+    ///
+    /// # Errors
+    /// When the consumer cannot be opened.
+    pub async fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        keys: Keys,
+        js: jetstream::Context,
+        subjects: Subjects,
+        stream: &jetstream::stream::Stream,
+        settings: DrainSettings,
+    ) -> anyhow::Result<Self> {
+        let consumer: PullConsumer = stream
+            .get_consumer(flash_core::nats::ORDERS_CONSUMER)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the orders consumer: {e}"))?;
+        Ok(Self {
+            db,
+            redis,
+            keys,
+            js,
+            subjects,
+            consumer,
+            batch_size: settings.batch_size,
+            fetch_wait: settings.fetch_wait,
+        })
+    }
+
+    /// Takes one batch from the queue and decides every ticket in it.
+    ///
+    /// # Errors
+    /// When NATS, PostgreSQL or Redis fail; the batch's messages are then redelivered.
+    pub async fn drain_once(&self) -> anyhow::Result<DrainOutcome> {
+        let fetched =
+            flash_core::nats::fetch_batch(&self.consumer, self.batch_size, self.fetch_wait).await?;
+        let count = fetched.len();
+        let mut by_sale: HashMap<Uuid, Vec<(jetstream::Message, TicketMessage)>> = HashMap::new();
+        for message in fetched {
+            match serde_json::from_slice::<TicketMessage>(&message.payload) {
+                Ok(ticket) => by_sale
+                    .entry(ticket.sale_id)
+                    .or_default()
+                    .push((message, ticket)),
+                Err(err) => {
+                    // Not a ticket at all: retrying cannot help.
+                    tracing::error!(error = %err, "unreadable ticket message dropped");
+                    message
+                        .ack_with(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+        }
+        if count == 0 {
+            return Ok(DrainOutcome::Empty);
+        }
+        for (sale, mut items) in by_sale {
+            if let Err(err) = self.drain_sale(sale, &mut items).await {
+                tracing::error!(error.cause_chain = ?err, error.message = %err, sale_id = %sale, "draining a sale failed; its tickets will be retried");
+                self.retry_or_bury(sale, &items, &format!("{err:#}"))
+                    .await?;
+            }
+        }
+        Ok(DrainOutcome::Processed(count))
+    }
+
+    /// After a failed attempt: tickets with deliveries left are redelivered after a pause;
+    /// those on their last delivery go to the dead-letter stream and become `failed`, so no
+    /// ticket is ever silently lost.
+    async fn retry_or_bury(
+        &self,
+        sale: Uuid,
+        items: &[(jetstream::Message, TicketMessage)],
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        for (message, ticket) in items {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            if delivered < ORDERS_MAX_DELIVER {
+                let pause = Duration::from_millis(100 * u64::try_from(delivered).unwrap_or(1));
+                message
+                    .ack_with(AckKind::Nak(Some(pause)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                continue;
+            }
+            flash_core::nats::publish_durably(
+                &self.js,
+                self.subjects.dead_tickets(sale),
+                &ticket.ticket_id.to_string(),
+                message.payload.clone(),
+                None,
+            )
+            .await?;
+            let mut conn = self.redis.clone();
+            redis::cmd("HSET")
+                .arg(self.keys.ticket(sale, ticket.ticket_id))
+                .arg("status")
+                .arg("failed")
+                .arg("reason")
+                .arg(reason.chars().take(200).collect::<String>())
+                .query_async::<()>(&mut conn)
+                .await?;
+            message
+                .ack_with(AckKind::Term)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::error!(ticket_id = %ticket.ticket_id, sale_id = %sale, "ticket dead-lettered after {delivered} deliveries");
+            metrics::counter!("flash_workers_dead_letters_total").increment(1);
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(sale_id = %sale, n = items.len()))]
+    async fn drain_sale(
+        &self,
+        sale: Uuid,
+        items: &mut [(jetstream::Message, TicketMessage)],
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        items.sort_by_key(|(_, t)| t.seq);
+        let redelivered = items
+            .iter()
+            .filter(|(m, _)| m.info().is_ok_and(|i| i.delivered > 1))
+            .count();
+        metrics::counter!("flash_workers_redeliveries_total").increment(redelivered as u64);
+        let items = &*items;
+        let withdrawn = self.withdrawn(sale, items).await?;
+        let mut tx = self.db.begin().await?;
+        let fates = decide(&mut tx, sale, items, &withdrawn).await?;
+        tx.commit().await?;
+        self.publish_fates(sale, items, &fates).await?;
+        // Acks go out together: they only tell JetStream it may forget the messages.
+        for acked in futures::future::join_all(items.iter().map(|(m, _)| m.ack())).await {
+            acked.map_err(|e| anyhow::anyhow!("acking a ticket: {e}"))?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!("flash_workers_drain_batch_seconds").record(elapsed);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::histogram!("flash_workers_drain_batch_size").record(items.len() as f64);
+        for fate in fates.values() {
+            let outcome = match fate {
+                Fate::Ordered(_) => "ordered",
+                Fate::SoldOut => "sold_out",
+                Fate::Rejected(_) => "rejected",
+                Fate::Withdrawn => "withdrawn",
+            };
+            metrics::counter!("flash_workers_tickets_total", "outcome" => outcome).increment(1);
+        }
+        Ok(())
+    }
+
+    /// Tickets the door withdrew (see [`Fate::Withdrawn`]).
+    async fn withdrawn(
+        &self,
+        sale: Uuid,
+        items: &[(jetstream::Message, TicketMessage)],
+    ) -> anyhow::Result<HashSet<Uuid>> {
+        let mut pipe = redis::pipe();
+        for (_, ticket) in items {
+            pipe.cmd("HGET")
+                .arg(self.keys.ticket(sale, ticket.ticket_id))
+                .arg("status");
+        }
+        let mut conn = self.redis.clone();
+        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(items
+            .iter()
+            .zip(statuses)
+            .filter(|(_, status)| status.as_deref() == Some("withdrawn"))
+            .map(|((_, t), _)| t.ticket_id)
+            .collect())
+    }
+
+    /// After the commit: tickets learn their fate, the served counter and drain rate move.
+    async fn publish_fates(
+        &self,
+        sale: Uuid,
+        items: &[(jetstream::Message, TicketMessage)],
+        fates: &HashMap<Uuid, Fate>,
+    ) -> anyhow::Result<()> {
+        let mut pipe = redis::pipe();
+        for (_, ticket) in items {
+            let key = self.keys.ticket(sale, ticket.ticket_id);
+            match fates.get(&ticket.ticket_id) {
+                Some(Fate::Ordered(order)) => {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("status")
+                        .arg("ordered")
+                        .arg("order_id")
+                        .arg(order.to_string())
+                        .ignore();
+                }
+                Some(Fate::SoldOut) => {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("status")
+                        .arg("sold_out")
+                        .ignore();
+                }
+                Some(Fate::Rejected(reason)) => {
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("status")
+                        .arg("rejected")
+                        .arg("reason")
+                        .arg(*reason)
+                        .ignore();
+                }
+                Some(Fate::Withdrawn) | None => {}
+            }
+        }
+        let highest = items.iter().map(|(_, t)| t.seq).max().unwrap_or(0);
+        // The served counter only moves forward, whatever order workers finish in.
+        pipe.cmd("EVAL")
+            .arg("local c = tonumber(redis.call('GET', KEYS[1]) or '0') if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1")
+            .arg(1)
+            .arg(self.keys.sale_served(sale))
+            .arg(highest)
+            .ignore();
+        let mut conn = self.redis.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// Decides every ticket of one sale's share of a batch, inside `conn`'s transaction.
+async fn decide(
+    conn: &mut PgConnection,
+    sale: Uuid,
+    items: &[(jetstream::Message, TicketMessage)],
+    withdrawn: &HashSet<Uuid>,
+) -> anyhow::Result<HashMap<Uuid, Fate>> {
+    let mut fates: HashMap<Uuid, Fate> = withdrawn.iter().map(|t| (*t, Fate::Withdrawn)).collect();
+    // The row lock serialises batches of one sale across worker processes.
+    let row: Option<SaleRow> = sqlx::query_as(
+        "select product_id, price_cents, currency, quantity_left, per_member_limit, cancelled_at
+         from flash_sales where flash_sale_id = $1 for update",
+    )
+    .bind(sale)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        for (_, t) in items {
+            fates
+                .entry(t.ticket_id)
+                .or_insert(Fate::Rejected("unknown sale"));
+        }
+        return Ok(fates);
+    };
+    let tickets: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
+    // A redelivered ticket already has its order.
+    let existing: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("select ticket_id, order_id from orders where ticket_id = any($1)")
+            .bind(&tickets)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (ticket, order) in existing {
+        fates.insert(ticket, Fate::Ordered(order));
+    }
+    let members: Vec<Uuid> = items.iter().map(|(_, t)| t.member_id.get()).collect();
+    let known: HashSet<Uuid> =
+        sqlx::query_scalar("select member_id from members where member_id = any($1)")
+            .bind(&members)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    let mut holding: HashMap<Uuid, i32> = sqlx::query_as::<_, (Uuid, i32)>(
+        "select member_id, live_orders from flash_sale_entitlements where flash_sale_id = $1 and member_id = any($2)",
+    )
+    .bind(sale)
+    .bind(&members)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut left = if row.cancelled_at.is_some() {
+        0
+    } else {
+        row.quantity_left
+    };
+    let mut grants: Vec<(Uuid, MemberId, Uuid)> = Vec::new();
+    for (_, ticket) in items {
+        if fates.contains_key(&ticket.ticket_id) {
+            continue;
+        }
+        let member = ticket.member_id.get();
+        let held = holding.entry(member).or_insert(0);
+        let fate = if !known.contains(&member) {
+            Fate::Rejected("unknown member")
+        } else if *held >= row.per_member_limit {
+            // INVARIANT: at most per_member_limit live orders per member per sale (the
+            // entitlements CHECK is the backstop; deciding here keeps the batch insert valid).
+            Fate::Rejected("per-member limit reached")
+        } else if left > 0 {
+            left -= 1;
+            *held += 1;
+            let order = Uuid::now_v7();
+            grants.push((order, ticket.member_id, ticket.ticket_id));
+            Fate::Ordered(order)
+        } else {
+            Fate::SoldOut
+        };
+        fates.insert(ticket.ticket_id, fate);
+    }
+    if grants.is_empty() {
+        return Ok(fates);
+    }
+
+    let inserted: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "insert into orders (order_id, member_id, kind, status, total_cents, currency, flash_sale_id, ticket_id)
+         select o, m, 'flash', 'pending_payment', $4, $5, $6, t
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as g(o, m, t)
+         on conflict (ticket_id) do nothing
+         returning ticket_id, order_id",
+    )
+    .bind(grants.iter().map(|g| g.0).collect::<Vec<_>>())
+    .bind(grants.iter().map(|g| g.1.get()).collect::<Vec<_>>())
+    .bind(grants.iter().map(|g| g.2).collect::<Vec<_>>())
+    .bind(row.price_cents)
+    .bind(&row.currency)
+    .bind(sale)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Under the sale's row lock no other worker inserts these tickets, and redeliveries were
+    // found above, so every grant must have been inserted; anything else rolls the batch back.
+    anyhow::ensure!(
+        inserted.len() == grants.len(),
+        "{} of {} orders of sale {sale} conflicted",
+        grants.len() - inserted.len(),
+        grants.len()
+    );
+    let orders: Vec<Uuid> = inserted.iter().map(|(_, o)| *o).collect();
+    sqlx::query(
+        "insert into order_items (order_id, product_id, quantity, unit_price_cents)
+         select o, $2, 1, $3 from unnest($1::uuid[]) as g(o)",
+    )
+    .bind(&orders)
+    .bind(row.product_id)
+    .bind(row.price_cents)
+    .execute(&mut *conn)
+    .await?;
+    let taken = i32::try_from(orders.len()).context("batch too large")?;
+    // INVARIANT: quantity_left never < 0, and drops by exactly the orders inserted.
+    let updated = sqlx::query("update flash_sales set quantity_left = quantity_left - $2 where flash_sale_id = $1 and quantity_left >= $2")
+        .bind(sale)
+        .bind(taken)
+        .execute(&mut *conn)
+        .await?;
+    anyhow::ensure!(
+        updated.rows_affected() == 1,
+        "quantity_left of sale {sale} would go negative"
+    );
+    let jobs: Vec<String> = orders
+        .iter()
+        .map(|order| {
+            serde_json::to_string(&PaymentJob::Charge {
+                order_id: *order,
+                amount_cents: row.price_cents,
+                currency: row.currency.clone(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "insert into outbox (outbox_id, subject, payload)
+         select gen_random_uuid(), $1, p::jsonb from unnest($2::text[]) as g(p)",
+    )
+    .bind(PaymentJob::SUBJECT)
+    .bind(&jobs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(fates)
+}

@@ -1,0 +1,270 @@
+//! Email jobs: each email is recorded and delivered once, retried with backoff, and
+//! dead-lettered (status `dead`) after `EMAIL_MAX_ATTEMPTS` tries.
+//!
+//! Delivery goes through SMTP (lettre) when `SMTP_URL` is set; otherwise the message is written
+//! as `<email_id>.eml` into the mail folder for a developer to open. The file is named by the
+//! email id and replaced atomically, so a redelivered job never produces a second mail. Over
+//! SMTP the row's `sent` status is what prevents a second send; a crash between the server's
+//! acceptance and that update can still repeat one mail (SMTP offers no idempotency key).
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use chrono::Utc;
+use flash_core::jobs::{EmailJob, EmailMessage};
+use lettre::{
+    Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
+    message::Mailbox,
+};
+use sqlx::PgPool;
+
+/// Where mail goes.
+pub enum Delivery {
+    /// Each mail becomes `<email_id>.eml` in this folder.
+    Folder(PathBuf),
+    /// Each mail is sent through this SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl Delivery {
+    /// SMTP when `smtp_url` is given, else the mail folder.
+    ///
+    /// # Errors
+    /// When the SMTP URL is malformed.
+    pub fn from_config(smtp_url: Option<&str>, folder: PathBuf) -> anyhow::Result<Self> {
+        match smtp_url {
+            Some(url) => Ok(Self::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| anyhow::anyhow!("SMTP_URL is not usable: {e}"))?
+                    .build(),
+            )),
+            None => Ok(Self::Folder(folder)),
+        }
+    }
+}
+
+/// Name of the durable consumer of email jobs.
+const EMAILS_CONSUMER: &str = "emails";
+
+/// Runs email jobs.
+pub struct Emails {
+    db: PgPool,
+    consumer: PullConsumer,
+    delivery: Delivery,
+    from: Mailbox,
+    max_attempts: i64,
+}
+
+impl Emails {
+    /// Email jobs from the jobs stream (consumer created if absent), sent through `delivery`
+    /// from `from` (e.g. `Flash Shop <shop@flash.local>`).
+    ///
+    /// # Errors
+    /// When the consumer cannot be created or `from` is not an address.
+    pub async fn new(
+        db: PgPool,
+        jobs: &jetstream::stream::Stream,
+        subject_prefix: &str,
+        delivery: Delivery,
+        from: &str,
+        max_attempts: i64,
+    ) -> anyhow::Result<Self> {
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("MAIL_FROM {from:?} is not an address: {e}"))?;
+        let consumer = jobs
+            .get_or_create_consumer(
+                EMAILS_CONSUMER,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(EMAILS_CONSUMER.to_owned()),
+                    filter_subject: format!("{subject_prefix}{}", EmailJob::SUBJECT),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the emails consumer: {e}"))?;
+        Ok(Self {
+            db,
+            consumer,
+            delivery,
+            from,
+            max_attempts,
+        })
+    }
+
+    /// Runs one batch of email jobs; returns how many were taken.
+    ///
+    /// # Errors
+    /// When NATS fails.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let messages =
+            flash_core::nats::fetch_batch(&self.consumer, 64, Duration::from_millis(200)).await?;
+        for message in &messages {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let ack = match self.handle(&message.payload, delivered).await {
+                Ok(()) => AckKind::Ack,
+                Err(err) => {
+                    tracing::warn!(error.cause_chain = ?err, error.message = %err, "email job failed; it will be retried");
+                    // Back off: 1 s, 2 s, 4 s, … capped at a minute.
+                    let wait = Duration::from_secs(1 << delivered.clamp(0, 6));
+                    AckKind::Nak(Some(wait))
+                }
+            };
+            message
+                .ack_with(ack)
+                .await
+                .map_err(|e| anyhow::anyhow!("acking an email job: {e}"))?;
+        }
+        Ok(messages.len())
+    }
+
+    async fn handle(&self, payload: &[u8], delivered: i64) -> anyhow::Result<()> {
+        let job: EmailJob = match serde_json::from_slice(payload) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable email job dropped");
+                return Ok(());
+            }
+        };
+        let (kind, subject, body) = render(&job.message);
+        // INVARIANT: each email is recorded once and sent at most once.
+        sqlx::query(
+            "insert into emails (email_id, member_id, to_address, kind, subject) values ($1, $2, $3, $4, $5)
+             on conflict (email_id) do nothing",
+        )
+        .bind(job.email_id)
+        .bind(job.member_id)
+        .bind(&job.to)
+        .bind(kind)
+        .bind(&subject)
+        .execute(&self.db)
+        .await?;
+        let status: String = sqlx::query_scalar("select status from emails where email_id = $1")
+            .bind(job.email_id)
+            .fetch_one(&self.db)
+            .await?;
+        if status != "pending" {
+            return Ok(());
+        }
+        let message = format!(
+            "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@flash.local>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+            from = single_line(&self.from.to_string()),
+            to = single_line(&job.to),
+            subject = single_line(&subject),
+            date = Utc::now().to_rfc2822(),
+            id = job.email_id,
+        );
+        match self
+            .deliver(&job.email_id.to_string(), &job.to, &message)
+            .await
+        {
+            Ok(()) => {
+                sqlx::query("update emails set status = 'sent', sent_at = now(), attempts = attempts + 1 where email_id = $1 and status = 'pending'")
+                    .bind(job.email_id)
+                    .execute(&self.db)
+                    .await?;
+                metrics::counter!("flash_workers_emails_total", "outcome" => "sent").increment(1);
+                Ok(())
+            }
+            Err(err) if delivered >= self.max_attempts => {
+                sqlx::query("update emails set status = 'dead', attempts = attempts + 1, last_error = $2 where email_id = $1")
+                    .bind(job.email_id)
+                    .bind(err.to_string())
+                    .execute(&self.db)
+                    .await?;
+                tracing::error!(error = %err, email_id = %job.email_id, "email dead-lettered after {delivered} tries");
+                metrics::counter!("flash_workers_emails_total", "outcome" => "dead").increment(1);
+                Ok(())
+            }
+            Err(err) => {
+                sqlx::query("update emails set attempts = attempts + 1, last_error = $2 where email_id = $1")
+                    .bind(job.email_id)
+                    .bind(err.to_string())
+                    .execute(&self.db)
+                    .await?;
+                Err(err.context("delivering an email"))
+            }
+        }
+    }
+
+    /// Sends the message, or writes it as `<id>.eml` atomically (a reader never sees half a
+    /// mail).
+    async fn deliver(&self, id: &str, to: &str, message: &str) -> anyhow::Result<()> {
+        match &self.delivery {
+            Delivery::Folder(folder) => {
+                tokio::fs::create_dir_all(folder).await?;
+                let partial = folder.join(format!(".{id}.eml.partial"));
+                tokio::fs::write(&partial, message).await?;
+                tokio::fs::rename(&partial, folder.join(format!("{id}.eml"))).await?;
+            }
+            Delivery::Smtp(transport) => {
+                let to: Address = to
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("recipient {to:?}: {e}"))?;
+                let envelope = Envelope::new(Some(self.from.email.clone()), vec![to])?;
+                transport.send_raw(&envelope, message.as_bytes()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Header values must stay on one line (no header injection).
+fn single_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+/// The stored kind, subject and plain-text body of a message.
+fn render(message: &EmailMessage) -> (&'static str, String, String) {
+    match message {
+        EmailMessage::VerifyEmail { name, token } => (
+            "verify_email",
+            "Confirm your email address".to_owned(),
+            format!(
+                "Hello {name},\r\n\r\nconfirm your address with this one-time token (valid 24 hours):\r\n\r\n    {token}\r\n\r\nPOST it as {{\"token\": \"...\"}} to /members/verify-email.\r\n"
+            ),
+        ),
+        EmailMessage::OrderConfirmation {
+            order_id,
+            total_cents,
+            currency,
+        } => (
+            "order_confirmation",
+            "Your order is confirmed".to_owned(),
+            format!(
+                "Thank you! Order {order_id} is paid: {} {currency}.\r\n",
+                money(*total_cents)
+            ),
+        ),
+        EmailMessage::PaymentFailed { order_id } => (
+            "payment_failed",
+            "Your payment did not go through".to_owned(),
+            format!(
+                "We could not charge order {order_id}, so it was cancelled and its items released.\r\n"
+            ),
+        ),
+    }
+}
+
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_cannot_inject_headers() {
+        assert_eq!(single_line("a@b.c\r\nBcc: x@y.z"), "a@b.c  Bcc: x@y.z");
+    }
+
+    #[test]
+    fn amounts_render_in_major_units() {
+        assert_eq!(money(12_900), "129.00");
+        assert_eq!(money(5), "0.05");
+    }
+}

@@ -1,0 +1,214 @@
+//! workers: the background half of the flash sale.
+//!
+//! The order drain turns queued tickets into orders in batches, exactly once, and the
+//! reconciler re-arms sale gates Redis lost. Any number of worker processes may run: they share
+//! one durable JetStream consumer, and each sale's batches are serialised by its row lock.
+//! The outbox relay publishes the jobs other services wrote to PostgreSQL; payment jobs charge
+//! orders through a `PaymentProvider` (simulated by default); email jobs land in a mail folder.
+
+pub mod config;
+mod drain;
+mod email;
+mod outbox;
+mod payment;
+mod reconciler;
+
+use std::{net::SocketAddr, time::Duration};
+
+use flash_core::{
+    http::{Readiness, Server},
+    nats::Subjects,
+    redis::Keys,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use drain::{DrainOutcome, DrainSettings, Drainer};
+pub use email::{Delivery, Emails};
+pub use outbox::Relay;
+pub use payment::{ChargeError, PaymentProvider, Payments, SimulatedProvider};
+pub use reconciler::Reconciler;
+
+/// Pause after a failed pass, so a down dependency is not hammered.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A started worker process: connected, migrated, its health endpoints bound.
+pub struct App {
+    server: Server,
+    drainer: Drainer,
+    reconciler: Reconciler,
+    relay: Relay,
+    payments: Payments<SimulatedProvider>,
+    emails: Emails,
+    reconcile_every: Duration,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Connects to PostgreSQL and builds the app.
+    ///
+    /// # Errors
+    /// When a dependency is unreachable or the port is taken.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = flash_core::db::connect(&config.pg).await?;
+        Self::build_with(config, pool, shutdown).await
+    }
+
+    /// Builds the app on an existing pool (tests pass a per-test database).
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with(
+        config: Config,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        flash_core::db::migrate(&pool).await?;
+        let redis = flash_core::redis::connect(&config.redis).await?;
+        let keys = Keys::new(&config.redis.redis_key_prefix);
+        let nats = flash_core::nats::connect(&config.nats, "workers").await?;
+        let js = flash_core::nats::jetstream(nats.clone(), &config.nats);
+        let stream = flash_core::nats::ensure_flash_queue(&js, &config.nats).await?;
+        flash_core::nats::ensure_jobs_stream(&js, &config.nats).await?;
+        let jobs = js
+            .get_stream(&config.nats.nats_jobs_stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the jobs stream: {e}"))?;
+        let provider = SimulatedProvider::new(
+            Duration::from_millis(config.payment_latency_ms),
+            config.payment_decline_rate,
+            config.payment_transient_rate,
+        );
+        let emails = Emails::new(
+            pool.clone(),
+            &jobs,
+            &config.nats.nats_subject_prefix,
+            Delivery::from_config(config.smtp_url.as_deref(), config.mail_dir.clone())?,
+            &config.mail_from,
+            config.email_max_attempts,
+        )
+        .await?;
+        let payments = Payments::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            &jobs,
+            &config.nats.nats_subject_prefix,
+            provider,
+            config.payment_max_attempts,
+        )
+        .await?;
+        let relay = Relay::new(pool.clone(), js.clone(), &config.nats.nats_subject_prefix);
+        let settings = DrainSettings {
+            batch_size: config.drain_batch_size,
+            fetch_wait: Duration::from_millis(config.drain_fetch_wait_ms),
+        };
+        let subjects = Subjects::new(&config.nats.nats_subject_prefix);
+        let drainer = Drainer::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            js.clone(),
+            subjects,
+            &stream,
+            settings,
+        )
+        .await?;
+        let reconciler = Reconciler::new(
+            pool.clone(),
+            redis.clone(),
+            keys,
+            stream,
+            Subjects::new(&config.nats.nats_subject_prefix),
+        );
+        let readiness = Readiness::new(shutdown.clone())
+            .with_pg(pool)
+            .with_redis(redis)
+            .with_nats(nats);
+        let router = flash_core::http::with_middleware(
+            flash_core::http::ops_router(readiness),
+            &config.http,
+        );
+        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
+        Ok(Self {
+            server,
+            drainer,
+            reconciler,
+            relay,
+            payments,
+            emails,
+            reconcile_every: Duration::from_millis(config.reconcile_interval_ms),
+            shutdown,
+        })
+    }
+
+    /// The bound address of the health endpoints.
+    ///
+    /// # Errors
+    /// When the socket has no local address, which would be an OS failure.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Drains and reconciles until shutdown. A batch in progress is finished (committed, then
+    /// acked) before the loop stops; an unacked message is redelivered to another worker.
+    ///
+    /// # Errors
+    /// When the health server fails.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            drainer,
+            reconciler,
+            relay,
+            payments,
+            emails,
+            reconcile_every,
+            shutdown,
+        } = self;
+        let stop = shutdown.clone();
+        let mailing = tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Err(err) = emails.run_once().await {
+                    tracing::error!(error.cause_chain = ?err, error.message = %err, "email pass failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        });
+        let relaying = tokio::spawn(relay.run(shutdown.clone()));
+        let stop = shutdown.clone();
+        let drain = tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Err(err) = drainer.drain_once().await {
+                    tracing::error!(error.cause_chain = ?err, error.message = %err, "drain pass failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        });
+        let stop = shutdown.clone();
+        let paying = tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Err(err) = payments.run_once().await {
+                    tracing::error!(error.cause_chain = ?err, error.message = %err, "payment pass failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        });
+        let stop = shutdown.clone();
+        let reconcile = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reconcile_every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => if let Err(err) = reconciler.reconcile_once().await {
+                        tracing::error!(error.cause_chain = ?err, error.message = %err, "reconcile pass failed");
+                    },
+                }
+            }
+        });
+        let served = server.run().await;
+        let _ = tokio::join!(drain, reconcile, relaying, paying, mailing);
+        served
+    }
+}

@@ -1,0 +1,388 @@
+//! Payment jobs: charge each order at most once; a final failure cancels the order and gives
+//! its units back exactly once.
+//!
+//! The provider sits behind [`PaymentProvider`]; the default is [`SimulatedProvider`], a
+//! stand-in with configurable latency and failure rates (a real provider is an adapter behind
+//! the same trait). The order id is the idempotency key sent to the provider, and `payments`
+//! has one row per order, so a redelivered job never charges twice.
+
+use std::{collections::HashMap, future::Future, sync::Mutex, time::Duration};
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use flash_core::{
+    jobs::{EmailJob, EmailMessage, PaymentJob},
+    redis::Keys,
+    sale_gate,
+};
+use rand::Rng;
+use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Why a charge did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChargeError {
+    /// The provider said no (card declined, fraud check): retrying will not help.
+    #[error("declined: {0}")]
+    Declined(String),
+    /// The provider could not answer (timeout, outage): retry later.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+/// A payment provider. Implementations must treat `key` as an idempotency key: the same key
+/// charged twice is charged once.
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Charges `amount_cents` and returns the provider's reference.
+    fn charge(
+        &self,
+        key: &str,
+        amount_cents: i64,
+        currency: &str,
+    ) -> impl Future<Output = Result<String, ChargeError>> + Send;
+    /// Refunds the charge made under `key`.
+    fn refund(&self, key: &str) -> impl Future<Output = Result<(), ChargeError>> + Send;
+}
+
+/// A stand-in provider for development and tests: it waits `latency`, then fails with the
+/// configured probabilities, and remembers keys so a repeated charge is not charged again.
+pub struct SimulatedProvider {
+    latency: Duration,
+    decline_rate: f64,
+    transient_rate: f64,
+    charges: Mutex<HashMap<String, String>>,
+}
+
+impl SimulatedProvider {
+    /// A provider with the given latency and failure probabilities (0.0 to 1.0).
+    pub fn new(latency: Duration, decline_rate: f64, transient_rate: f64) -> Self {
+        Self {
+            latency,
+            decline_rate,
+            transient_rate,
+            charges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many distinct charges were made (what a bank statement would show).
+    pub fn charges_made(&self) -> usize {
+        self.charges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl PaymentProvider for SimulatedProvider {
+    async fn charge(
+        &self,
+        key: &str,
+        _amount_cents: i64,
+        _currency: &str,
+    ) -> Result<String, ChargeError> {
+        tokio::time::sleep(self.latency).await;
+        if let Some(reference) = self
+            .charges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+        {
+            return Ok(reference.clone());
+        }
+        let roll: f64 = rand::rng().random();
+        if roll < self.transient_rate {
+            return Err(ChargeError::Transient("simulated provider timeout".into()));
+        }
+        if roll < self.transient_rate + self.decline_rate {
+            return Err(ChargeError::Declined("simulated decline".into()));
+        }
+        let reference = format!("sim_{}", Uuid::new_v4().simple());
+        self.charges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned(), reference.clone());
+        Ok(reference)
+    }
+
+    async fn refund(&self, _key: &str) -> Result<(), ChargeError> {
+        tokio::time::sleep(self.latency).await;
+        Ok(())
+    }
+}
+
+/// Name of the durable consumer of payment jobs.
+const PAYMENTS_CONSUMER: &str = "payments";
+
+/// Runs payment jobs.
+pub struct Payments<P> {
+    db: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    consumer: PullConsumer,
+    provider: P,
+    max_attempts: i64,
+}
+
+impl<P: PaymentProvider> Payments<P> {
+    /// Payment jobs from the jobs stream (consumer created if absent).
+    ///
+    /// # Errors
+    /// When the consumer cannot be created.
+    pub async fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        keys: Keys,
+        jobs: &jetstream::stream::Stream,
+        subject_prefix: &str,
+        provider: P,
+        max_attempts: i64,
+    ) -> anyhow::Result<Self> {
+        let consumer = jobs
+            .get_or_create_consumer(
+                PAYMENTS_CONSUMER,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(PAYMENTS_CONSUMER.to_owned()),
+                    filter_subject: format!("{subject_prefix}{}", PaymentJob::SUBJECT),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the payments consumer: {e}"))?;
+        Ok(Self {
+            db,
+            redis,
+            keys,
+            consumer,
+            provider,
+            max_attempts,
+        })
+    }
+
+    /// The provider, for tests that inspect it.
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
+    /// Runs one batch of payment jobs; returns how many were taken.
+    ///
+    /// # Errors
+    /// When NATS fails; a job whose handling failed is redelivered.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let messages =
+            flash_core::nats::fetch_batch(&self.consumer, 64, Duration::from_millis(200)).await?;
+        let handled = futures::future::join_all(messages.iter().map(|m| self.handle(m))).await;
+        for (message, outcome) in messages.iter().zip(handled) {
+            let ack = match outcome {
+                Ok(()) => AckKind::Ack,
+                Err(err) => {
+                    tracing::warn!(error.cause_chain = ?err, error.message = %err, "payment job failed; it will be redelivered");
+                    AckKind::Nak(Some(Duration::from_millis(500)))
+                }
+            };
+            message
+                .ack_with(ack)
+                .await
+                .map_err(|e| anyhow::anyhow!("acking a payment job: {e}"))?;
+        }
+        Ok(messages.len())
+    }
+
+    async fn handle(&self, message: &jetstream::Message) -> anyhow::Result<()> {
+        let job: PaymentJob = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable payment job dropped");
+                return Ok(());
+            }
+        };
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        match job {
+            PaymentJob::Charge {
+                order_id,
+                amount_cents,
+                currency,
+            } => {
+                self.charge(order_id, amount_cents, &currency, delivered)
+                    .await
+            }
+            PaymentJob::Refund { order_id } => self.refund(order_id).await,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order))]
+    async fn charge(
+        &self,
+        order: Uuid,
+        amount_cents: i64,
+        currency: &str,
+        delivered: i64,
+    ) -> anyhow::Result<()> {
+        // INVARIANT: one payment per order; a redelivered job finds the row and its outcome.
+        sqlx::query(
+            "insert into payments (payment_id, order_id, idempotency_key, amount_cents, currency)
+             values ($1, $2, $2::text, $3, $4) on conflict (order_id) do nothing",
+        )
+        .bind(Uuid::now_v7())
+        .bind(order)
+        .bind(amount_cents)
+        .bind(currency)
+        .execute(&self.db)
+        .await?;
+        let status: String = sqlx::query_scalar("select status from payments where order_id = $1")
+            .bind(order)
+            .fetch_one(&self.db)
+            .await?;
+        if status != "pending" {
+            return Ok(());
+        }
+        let outcome = self
+            .provider
+            .charge(&order.to_string(), amount_cents, currency)
+            .await;
+        let mut tx = self.db.begin().await?;
+        match outcome {
+            Ok(reference) => {
+                sqlx::query("update payments set status = 'succeeded', provider_ref = $2, attempts = attempts + 1 where order_id = $1 and status = 'pending'")
+                    .bind(order)
+                    .bind(reference)
+                    .execute(&mut *tx)
+                    .await?;
+                let paid = sqlx::query("update orders set status = 'paid' where order_id = $1 and status = 'pending_payment'")
+                    .bind(order)
+                    .execute(&mut *tx)
+                    .await?;
+                if paid.rows_affected() == 1 {
+                    email(&mut tx, order, |order_id, total_cents, currency| {
+                        EmailMessage::OrderConfirmation {
+                            order_id,
+                            total_cents,
+                            currency,
+                        }
+                    })
+                    .await?;
+                }
+                metrics::counter!("flash_workers_payments_total", "outcome" => "succeeded")
+                    .increment(1);
+            }
+            Err(ChargeError::Transient(reason)) if delivered < self.max_attempts => {
+                sqlx::query("update payments set attempts = attempts + 1, last_error = $2 where order_id = $1")
+                    .bind(order)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                metrics::counter!("flash_workers_payments_total", "outcome" => "retried")
+                    .increment(1);
+                anyhow::bail!("transient payment failure (attempt {delivered}): {reason}");
+            }
+            Err(err) => {
+                sqlx::query("update payments set status = 'failed', attempts = attempts + 1, last_error = $2 where order_id = $1 and status = 'pending'")
+                    .bind(order)
+                    .bind(err.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let returned = cancel_order(&mut tx, order).await?;
+                if returned.is_some() {
+                    email(&mut tx, order, |order_id, _, _| {
+                        EmailMessage::PaymentFailed { order_id }
+                    })
+                    .await?;
+                }
+                tx.commit().await?;
+                metrics::counter!("flash_workers_payments_total", "outcome" => "failed")
+                    .increment(1);
+                if let Some(Some(sale)) = returned
+                    && let Err(err) = sale_gate::return_unit(&self.redis, &self.keys, sale).await
+                {
+                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
+                }
+                return Ok(());
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn refund(&self, order: Uuid) -> anyhow::Result<()> {
+        self.provider.refund(&order.to_string()).await?;
+        sqlx::query(
+            "update payments set status = 'refunded' where order_id = $1 and status = 'succeeded'",
+        )
+        .bind(order)
+        .execute(&self.db)
+        .await?;
+        metrics::counter!("flash_workers_payments_total", "outcome" => "refunded").increment(1);
+        Ok(())
+    }
+}
+
+/// Cancels an unpaid order and gives its units back, exactly once (the status guard makes a
+/// second call a no-op). Returns `None` if it was not pending, else `Some(flash sale)`.
+async fn cancel_order(
+    conn: &mut PgConnection,
+    order: Uuid,
+) -> anyhow::Result<Option<Option<Uuid>>> {
+    let cancelled: Option<(Option<Uuid>,)> =
+        sqlx::query_as("update orders set status = 'cancelled' where order_id = $1 and status = 'pending_payment' returning flash_sale_id")
+            .bind(order)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((sale,)) = cancelled else {
+        return Ok(None);
+    };
+    let items: Vec<(Uuid, i32)> =
+        sqlx::query_as("select product_id, quantity from order_items where order_id = $1")
+            .bind(order)
+            .fetch_all(&mut *conn)
+            .await?;
+    match sale {
+        // INVARIANT: quantity_left + live orders = quantity: the unit goes back to the sale.
+        Some(sale) => {
+            let units: i32 = items.iter().map(|(_, q)| q).sum();
+            sqlx::query("update flash_sales set quantity_left = quantity_left + $2 where flash_sale_id = $1")
+                .bind(sale)
+                .bind(units)
+                .execute(&mut *conn)
+                .await?;
+        }
+        None => {
+            for (product, quantity) in items {
+                sqlx::query("update products set stock = stock + $2, version = version + 1 where product_id = $1")
+                    .bind(product)
+                    .bind(quantity)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(Some(sale))
+}
+
+/// Queues an email about `order` to its buyer, in the caller's transaction.
+async fn email(
+    conn: &mut PgConnection,
+    order: Uuid,
+    message: impl FnOnce(Uuid, i64, String) -> EmailMessage,
+) -> anyhow::Result<()> {
+    let (member, to, total, currency): (Uuid, String, i64, String) = sqlx::query_as(
+        "select m.member_id, m.email, o.total_cents, o.currency from orders o join members m using (member_id) where o.order_id = $1",
+    )
+    .bind(order)
+    .fetch_one(&mut *conn)
+    .await?;
+    let job = EmailJob {
+        email_id: Uuid::now_v7(),
+        member_id: Some(member.into()),
+        to,
+        message: message(order, total, currency),
+    };
+    sqlx::query("insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)")
+        .bind(Uuid::now_v7())
+        .bind(EmailJob::SUBJECT)
+        .bind(serde_json::to_string(&job)?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

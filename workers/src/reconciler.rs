@@ -1,0 +1,122 @@
+//! The reconciler: re-arms the Redis gate of every live sale that Redis lost.
+//!
+//! Redis keeps nothing on disk here, so after a restart or flush the door finds no gate and
+//! answers 503. The reconciler arms it again from PostgreSQL's `quantity_left` minus the
+//! tickets still waiting in the queue (they were admitted but not yet drained), with `SET NX`
+//! so it never undoes admissions made meanwhile. Counting a ticket that is being drained both
+//! in `quantity_left` and in the queue only under-admits, never over-admits.
+
+use anyhow::Context;
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use flash_core::{
+    nats::Subjects,
+    redis::Keys,
+    sale_gate::{self, Arm, SaleMeta},
+};
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Re-arms lost gates.
+pub struct Reconciler {
+    db: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    stream: jetstream::stream::Stream,
+    subjects: Subjects,
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveSale {
+    flash_sale_id: Uuid,
+    quantity_left: i32,
+    per_member_limit: i32,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl Reconciler {
+    /// A reconciler for the sales in `db`, the gates in `redis`, the queue in `stream`.
+    pub fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        keys: Keys,
+        stream: jetstream::stream::Stream,
+        subjects: Subjects,
+    ) -> Self {
+        Self {
+            db,
+            redis,
+            keys,
+            stream,
+            subjects,
+        }
+    }
+
+    /// One pass: arms every unarmed sale that has not ended; returns how many it armed.
+    ///
+    /// # Errors
+    /// When PostgreSQL, Redis or NATS fail.
+    pub async fn reconcile_once(&self) -> anyhow::Result<usize> {
+        let sales: Vec<LiveSale> = sqlx::query_as(
+            "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at
+             from flash_sales where ends_at > now()",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut armed = 0;
+        for sale in sales {
+            let mut conn = self.redis.clone();
+            let present: bool = redis::cmd("EXISTS")
+                .arg(self.keys.sale_gate(sale.flash_sale_id))
+                .query_async(&mut conn)
+                .await?;
+            if present {
+                continue;
+            }
+            let queued = self.queued(sale.flash_sale_id).await?;
+            let units = if sale.cancelled_at.is_some() {
+                0
+            } else {
+                (i64::from(sale.quantity_left) - queued).max(0)
+            };
+            let meta = SaleMeta {
+                starts_at: sale.starts_at,
+                ends_at: sale.ends_at,
+                per_member_limit: sale.per_member_limit,
+                cancelled: sale.cancelled_at.is_some(),
+            };
+            sale_gate::arm(
+                &self.redis,
+                &self.keys,
+                sale.flash_sale_id,
+                units,
+                &meta,
+                Arm::IfAbsent,
+            )
+            .await?;
+            tracing::warn!(sale_id = %sale.flash_sale_id, units, queued, "re-armed a sale gate Redis had lost");
+            metrics::counter!("flash_workers_gates_rearmed_total").increment(1);
+            armed += 1;
+        }
+        Ok(armed)
+    }
+
+    /// Tickets of `sale` still waiting in the queue.
+    async fn queued(&self, sale: Uuid) -> anyhow::Result<i64> {
+        let mut subjects = self
+            .stream
+            .info_with_subjects(self.subjects.flash_tickets(sale))
+            .await
+            .context("counting queued tickets")?;
+        let mut total = 0i64;
+        while let Some(entry) = subjects.next().await {
+            let (_, count) = entry.map_err(|e| anyhow::anyhow!("counting queued tickets: {e}"))?;
+            total += i64::try_from(count).unwrap_or(i64::MAX);
+        }
+        Ok(total)
+    }
+}

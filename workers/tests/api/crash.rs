@@ -1,0 +1,121 @@
+use std::{process::Stdio, time::Duration};
+
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::helpers::Env;
+
+/// Starts the real `workers` binary against this test's database, Redis prefix and streams.
+fn start_worker(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_workers"))
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", &env.iso.redis.redis_url)
+        .env("REDIS_KEY_PREFIX", &env.iso.redis.redis_key_prefix)
+        .env("NATS_URL", &env.iso.nats.nats_url)
+        .env("NATS_SUBJECT_PREFIX", &env.iso.nats.nats_subject_prefix)
+        .env("NATS_FLASH_STREAM", &env.iso.nats.nats_flash_stream)
+        .env("NATS_JOBS_STREAM", &env.iso.nats.nats_jobs_stream)
+        .env("WORKERS_ADDR", "127.0.0.1:0")
+        .env("DRAIN_BATCH_SIZE", "10")
+        .env("PAYMENT_DECLINE_RATE", "0")
+        .env("PAYMENT_TRANSIENT_RATE", "0")
+        .env("MAIL_DIR", mail_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the workers binary starts")
+}
+
+/// `DATABASE_URL` pointed at this test's own database.
+fn test_database_url(db: &PgPool) -> String {
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let base = server.split('?').next().unwrap_or_default();
+    let (root, _) = base.rsplit_once('/').unwrap();
+    format!("{root}/{}", db.connect_options().get_database().unwrap())
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_worker_killed_mid_drain_loses_nothing_and_sells_nothing_twice(db: PgPool) {
+    let env = Env::new(db, 300, 1).await;
+    let mut tickets = Vec::new();
+    for seq in 1..=600 {
+        let ticket = Uuid::now_v7();
+        env.queue(env.member().await, seq, ticket, None).await;
+        tickets.push(ticket);
+    }
+    let url = test_database_url(&env.db);
+    let mail = std::env::temp_dir().join(format!("crash-mail-{}", Uuid::new_v4()));
+
+    // SIGKILL the first worker as soon as it has made orders: mid-drain, no clean shutdown.
+    let mut first = start_worker(&env, &url, &mail);
+    let mut started = false;
+    for _ in 0..1000 {
+        if env.orders().await > 0 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started, "the first worker never made an order");
+    first.kill().await.unwrap();
+    let at_kill = env.orders().await;
+
+    let mut second = start_worker(&env, &url, &mail);
+    let mut final_state = false;
+    for _ in 0..600 {
+        let queued: i64 = sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        let mut undecided = 0;
+        for ticket in &tickets {
+            if env.status(*ticket).await.0 == "queued" {
+                undecided += 1;
+            }
+        }
+        if undecided == 0 && queued == 300 {
+            final_state = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill().await.unwrap();
+
+    assert!(final_state, "tickets were left undecided after the restart");
+    assert!(at_kill < 300, "the kill came before every unit was sold");
+    assert_eq!(
+        (env.orders().await, env.quantity_left().await),
+        (300, 0),
+        "quantity_left + live orders = quantity"
+    );
+    let distinct: i64 = sqlx::query_scalar("select count(distinct ticket_id) from orders")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(distinct, 300, "one order per ticket");
+    let mut ordered = 0;
+    for ticket in &tickets {
+        let (status, order) = env.status(*ticket).await;
+        match status.as_str() {
+            "ordered" => {
+                ordered += 1;
+                let owner: Option<Uuid> =
+                    sqlx::query_scalar("select ticket_id from orders where order_id = $1")
+                        .bind(order.unwrap().parse::<Uuid>().unwrap())
+                        .fetch_optional(&env.db)
+                        .await
+                        .unwrap();
+                assert_eq!(owner, Some(*ticket), "the ticket points at its own order");
+            }
+            "sold_out" => {}
+            other => panic!("ticket {ticket} ended {other}"),
+        }
+    }
+    assert_eq!(ordered, 300);
+    let _ = std::fs::remove_dir_all(&mail);
+    env.cleanup().await;
+}

@@ -1,0 +1,139 @@
+use flash_core::jobs::PaymentJob;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+use workers::{Payments, SimulatedProvider};
+
+use crate::helpers::Env;
+
+/// One flash order (made by the drain) whose charge job is in the jobs stream.
+async fn ordered(env: &Env) -> Uuid {
+    env.queue(env.member().await, 1, Uuid::now_v7(), None).await;
+    env.drain_all(&env.drainer().await).await;
+    while env.relay().await.relay_once().await.unwrap() > 0 {}
+    sqlx::query_scalar("select order_id from orders")
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+async fn run_payments(payments: &Payments<SimulatedProvider>) {
+    for _ in 0..20 {
+        if payments.run_once().await.unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("payment jobs never ran out");
+}
+
+/// The same charge job once more, as after a redelivery.
+async fn redeliver(env: &Env, order: Uuid) {
+    let job = PaymentJob::Charge {
+        order_id: order,
+        amount_cents: 4900,
+        currency: "EUR".into(),
+    };
+    let subject = format!(
+        "{}{}",
+        env.iso.nats.nats_subject_prefix,
+        PaymentJob::SUBJECT
+    );
+    flash_core::nats::publish_durably(
+        &env.js,
+        subject,
+        "redelivered",
+        serde_json::to_vec(&job).unwrap().into(),
+        None,
+    )
+    .await
+    .unwrap();
+}
+
+async fn order_status(env: &Env, order: Uuid) -> String {
+    sqlx::query_scalar("select status from orders where order_id = $1")
+        .bind(order)
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+async fn emails(env: &Env) -> Vec<String> {
+    sqlx::query_scalar::<_, Value>(
+        "select payload from outbox where subject = 'jobs.email' order by created_at",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|p| p["kind"].as_str().unwrap().to_owned())
+    .collect()
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_successful_charge_pays_the_order_exactly_once(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    let order = ordered(&env).await;
+    let payments = env.payments(0.0, 0.0, 5).await;
+
+    run_payments(&payments).await;
+    redeliver(&env, order).await;
+    run_payments(&payments).await;
+
+    assert_eq!(order_status(&env, order).await, "paid");
+    assert_eq!(payments.provider().charges_made(), 1, "charged once");
+    let (rows, status): (i64, String) =
+        sqlx::query_as("select count(*), min(status) from payments")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!((rows, status.as_str()), (1, "succeeded"));
+    assert_eq!(
+        emails(&env).await,
+        ["order_confirmation"],
+        "one confirmation email"
+    );
+    env.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_declined_charge_cancels_the_order_and_returns_the_unit_once(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    let order = ordered(&env).await;
+    let gate = env.keys.sale_gate(env.sale);
+    let _: () = redis::AsyncCommands::set(&mut env.redis.clone(), &gate, 4)
+        .await
+        .unwrap();
+    let payments = env.payments(1.0, 0.0, 5).await;
+
+    run_payments(&payments).await;
+    redeliver(&env, order).await;
+    run_payments(&payments).await;
+
+    assert_eq!(order_status(&env, order).await, "cancelled");
+    assert_eq!(env.quantity_left().await, 5, "the unit is back, once");
+    let gate_units: i64 = redis::AsyncCommands::get(&mut env.redis.clone(), &gate)
+        .await
+        .unwrap();
+    assert_eq!(gate_units, 5);
+    let slots: i32 = sqlx::query_scalar("select live_orders from flash_sale_entitlements")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(slots, 0);
+    assert_eq!(payments.provider().charges_made(), 0);
+    assert_eq!(emails(&env).await, ["payment_failed"]);
+    env.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_transient_failure_on_the_last_attempt_is_final(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    let order = ordered(&env).await;
+    let payments = env.payments(0.0, 1.0, 1).await;
+
+    run_payments(&payments).await;
+
+    assert_eq!(order_status(&env, order).await, "cancelled");
+    assert_eq!(env.quantity_left().await, 5);
+    env.cleanup().await;
+}
