@@ -216,8 +216,12 @@ async fn entries_in_flight_at_shutdown_finish_and_new_ones_are_refused(db: PgPoo
     let sale = app.arm(100, Utc::now() - Duration::seconds(1)).await;
     let buyers: Vec<_> = (0..50).map(|_| app.buyer()).collect();
     let in_flight = futures::future::join_all(buyers.iter().map(|b| app.enter(sale, b)));
+    // Stop once every entry has taken its unit, so all 50 are inside the server (a fixed delay
+    // could stop it before the client had sent some, and those would rightly be refused).
     let stop_soon = async {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        while app.gate(sale).await > 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         app.stop();
     };
 
