@@ -91,6 +91,11 @@ impl Keys {
         format!("{}{{sale:{sale}}}:ticket:{ticket}", self.prefix)
     }
 
+    /// A `SCAN MATCH` pattern for every ticket of a sale: audits and clean-ups walk them.
+    pub fn sale_tickets_pattern(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:ticket:*", self.prefix)
+    }
+
     /// Which sale a ticket belongs to: lets `GET /tickets/{id}` find the ticket's keys.
     pub fn ticket_sale(&self, ticket: Uuid) -> String {
         format!("{}ticket-sale:{ticket}", self.prefix)

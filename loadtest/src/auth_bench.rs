@@ -19,7 +19,7 @@ use crate::measure::{Summary, print_table, run_batch};
 
 /// Options of the auth benchmark.
 #[derive(clap::Args)]
-pub(crate) struct AuthArgs {
+pub struct AuthArgs {
     /// member-api base URL.
     #[arg(long, env = "MEMBER_URL", default_value = "http://127.0.0.1:8082")]
     member_url: String,
@@ -59,7 +59,11 @@ struct Report {
 
 const PASSWORD: &str = "loadtest password 1";
 
-pub(crate) async fn run(args: AuthArgs) -> anyhow::Result<()> {
+/// Runs the auth benchmark and prints its table.
+///
+/// # Errors
+/// When a service or store cannot be reached.
+pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;

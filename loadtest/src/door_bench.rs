@@ -26,7 +26,7 @@ use crate::measure::{Summary, print_table, run_batch};
 
 /// Options of the front-door benchmark.
 #[derive(clap::Args)]
-pub(crate) struct DoorArgs {
+pub struct DoorArgs {
     /// admission base URL.
     #[arg(long, env = "ADMISSION_URL", default_value = "http://127.0.0.1:8080")]
     admission_url: String,
@@ -69,7 +69,11 @@ struct Report {
     phases: Vec<Summary>,
 }
 
-pub(crate) async fn run(args: DoorArgs) -> anyhow::Result<()> {
+/// Runs the front-door benchmark and prints its table.
+///
+/// # Errors
+/// When a service or store cannot be reached.
+pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
     let pem = std::fs::read(&args.jwt_private_key)
         .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
     let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 /// Options of the drain benchmark.
 #[derive(clap::Args)]
-pub(crate) struct DrainArgs {
+pub struct DrainArgs {
     /// Tickets queued per run (every one of them gets a unit).
     #[arg(long, default_value_t = 20_000)]
     tickets: i64,
@@ -61,7 +61,11 @@ struct Run {
     orders_per_second: f64,
 }
 
-pub(crate) async fn run(args: DrainArgs) -> anyhow::Result<()> {
+/// Runs the drain benchmark and prints its table.
+///
+/// # Errors
+/// When a service or store cannot be reached.
+pub async fn run(args: DrainArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for &processes in &args.processes {
         for &batch in &args.batch_sizes {

@@ -1,19 +1,17 @@
 //! `loadtest`: load generators and benchmarks for a running flash-sale stack.
-//!
-//! Every run targets only the URLs it is given (loopback by default), is bounded in request
-//! count and time, and stops by itself.
-
-mod auth_bench;
-mod door_bench;
-mod drain_bench;
-mod measure;
 
 use clap::Parser;
+use loadtest::{auth_bench, check, door_bench, drain_bench, spike};
 
 /// Load tests and benchmarks against a running stack.
 #[derive(Parser)]
 #[command(name = "loadtest")]
 enum Command {
+    /// A flash sale as it happens: seeded buyers stampede a new sale, every ticket is followed
+    /// to its end, and the invariants are checked.
+    Spike(spike::SpikeArgs),
+    /// Proves a sale kept its invariants (no oversell, limits, one order per ticket, …).
+    Check(check::CheckArgs),
     /// Login, profile-read and token-verification costs of member-api.
     Auth(auth_bench::AuthArgs),
     /// Entries and polls the flash-sale front door sustains.
@@ -25,6 +23,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Command::parse() {
+        Command::Spike(args) => spike::run(args).await,
+        Command::Check(args) => check::run(args).await,
         Command::Auth(args) => auth_bench::run(args).await,
         Command::Door(args) => door_bench::run(args).await,
         Command::Drain(args) => drain_bench::run(args).await,

@@ -12,20 +12,23 @@ use serde::Serialize;
 
 /// Latency and status summary of one batch.
 #[derive(Debug, Serialize)]
-pub(crate) struct Summary {
+pub struct Summary {
     /// What was measured.
-    pub(crate) name: String,
+    pub name: String,
     /// Requests sent.
-    pub(crate) requests: u64,
+    pub requests: u64,
     /// Requests per second over the batch's wall time.
-    pub(crate) per_second: f64,
+    pub per_second: f64,
     /// Latency percentiles in milliseconds.
-    pub(crate) p50_ms: f64,
-    pub(crate) p90_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) max_ms: f64,
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The slowest request.
+    pub max_ms: f64,
     /// How many answers had each HTTP status (0 = transport error).
-    pub(crate) statuses: BTreeMap<u16, u64>,
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 /// Runs `count` calls of `call(i)` with at most `concurrency` in flight, giving up on the
@@ -80,7 +83,7 @@ where
 }
 
 /// Prints summaries as an aligned table.
-pub(crate) fn print_table(rows: &[Summary]) {
+pub(crate) fn print_table<'a>(rows: impl IntoIterator<Item = &'a Summary>) {
     println!(
         "{:<34} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}  statuses",
         "measure", "requests", "per sec", "p50 ms", "p90 ms", "p99 ms", "max ms"

@@ -1,0 +1,699 @@
+//! `loadtest spike`: a flash sale as it happens, against a running stack.
+//!
+//! Seeds buyers ([`crate::seed`]), has an admin create a product and a sale opening a few
+//! seconds later through catalog-api, fires every buyer's entry at the start over C
+//! connections, polls every queued ticket the way the waiting-room page does (`poll_after_ms`,
+//! then long-polls with `If-None-Match`) until it is final, waits for payments to settle, and
+//! runs the invariant checker. With `--baseline` the same buyers then buy the same number of
+//! units through the synchronous `POST /orders`, so the queue's gain is a ratio from one run.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use flash_core::{
+    auth::keys::JwtSigner,
+    config::{JwtVerifyArgs, PgArgs, RedisArgs},
+    domain::Role,
+    redis::Keys,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Semaphore};
+use uuid::Uuid;
+
+use crate::{
+    check::{CheckReport, check_sale},
+    measure::{Summary, print_table, run_batch},
+    seed::{self, Buyer},
+};
+
+/// Options of the spike simulator.
+#[derive(clap::Args)]
+pub struct SpikeArgs {
+    /// admission base URL.
+    #[arg(long, env = "ADMISSION_URL", default_value = "http://127.0.0.1:8080")]
+    pub admission_url: String,
+    /// catalog-api base URL (the admin creates the product and sale there).
+    #[arg(long, env = "CATALOG_URL", default_value = "http://127.0.0.1:8081")]
+    pub catalog_url: String,
+    /// Buyers entering the sale.
+    #[arg(long, default_value_t = 10_000)]
+    pub buyers: usize,
+    /// Units on sale.
+    #[arg(long, default_value_t = 500)]
+    pub units: i64,
+    /// Connections (requests in flight).
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Seconds from creating the sale until it opens.
+    #[arg(long, default_value_t = 3)]
+    pub start_in_secs: u64,
+    /// Spread the entries over this many seconds instead of firing them all at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub ramp_secs: f64,
+    /// Longest long-poll a poller asks for (`?wait=`).
+    #[arg(long, default_value_t = 5)]
+    pub long_poll_secs: u64,
+    /// Give up waiting for tickets to become final after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Give up waiting for payments to settle after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub settle_timeout_secs: u64,
+    /// Also buy the same units through `POST /orders` and compare.
+    #[arg(long)]
+    pub baseline: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// The dev private key that mints the buyers' tokens.
+    #[arg(
+        long,
+        env = "JWT_PRIVATE_KEY",
+        default_value = ".data/keys/jwt_private.pem"
+    )]
+    pub jwt_private_key: PathBuf,
+    /// Issuer and audience the minted tokens carry.
+    #[command(flatten)]
+    pub jwt: JwtVerifyArgs,
+    /// The database the services use.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// The Redis the services use (tickets live there).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What one spike is: the part of [`SpikeArgs`] that is not about connecting.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// admission base URL.
+    pub admission_url: String,
+    /// catalog-api base URL.
+    pub catalog_url: String,
+    /// Buyers entering.
+    pub buyers: usize,
+    /// Units on sale.
+    pub units: i64,
+    /// Requests in flight.
+    pub connections: usize,
+    /// From creating the sale until it opens.
+    pub start_in: Duration,
+    /// Entries spread over this long.
+    pub ramp: Duration,
+    /// Longest long-poll.
+    pub long_poll_secs: u64,
+    /// Bound on waiting for final tickets.
+    pub timeout: Duration,
+    /// Bound on waiting for payments.
+    pub settle_timeout: Duration,
+    /// Run the synchronous baseline too.
+    pub baseline: bool,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+impl From<&SpikeArgs> for Plan {
+    fn from(args: &SpikeArgs) -> Self {
+        Self {
+            admission_url: args.admission_url.trim_end_matches('/').to_owned(),
+            catalog_url: args.catalog_url.trim_end_matches('/').to_owned(),
+            buyers: args.buyers,
+            units: args.units,
+            connections: args.connections.max(1),
+            start_in: Duration::from_secs(args.start_in_secs),
+            ramp: Duration::from_secs_f64(args.ramp_secs.max(0.0)),
+            long_poll_secs: args.long_poll_secs,
+            timeout: Duration::from_secs(args.timeout_secs),
+            settle_timeout: Duration::from_secs(args.settle_timeout_secs),
+            baseline: args.baseline,
+            progress: !args.quiet,
+        }
+    }
+}
+
+/// Everything a spike measured.
+#[derive(Debug, Serialize)]
+pub struct SpikeReport {
+    /// The sale created for the run.
+    pub sale_id: Uuid,
+    /// Buyers and units.
+    pub buyers: usize,
+    /// Units on sale.
+    pub units: i64,
+    /// The entries: throughput, latency, statuses.
+    pub entries: Summary,
+    /// Ticket polls sent.
+    pub polls: u64,
+    /// Polls per second over the polling phase.
+    pub polls_per_second: f64,
+    /// Final ticket statuses as the buyers saw them.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Tickets that were not final when the run gave up (0 in a healthy run).
+    pub unfinished: u64,
+    /// From the sale's start until the last buyer saw a final ticket, in milliseconds.
+    pub all_final_ms: Option<f64>,
+    /// Orders made per second, from the sale's start until the last order (PostgreSQL clock).
+    pub orders_per_second: Option<f64>,
+    /// The invariant check after payments settled.
+    pub check: CheckReport,
+    /// The synchronous design's run, with `--baseline`.
+    pub baseline: Option<Baseline>,
+}
+
+/// The naive design: every buyer calls `POST /orders`, which locks the product row.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    /// The order requests.
+    pub orders: Summary,
+    /// Units sold per second (until the last successful order).
+    pub units_per_second: f64,
+    /// Queue design's units per second divided by the baseline's.
+    pub throughput_ratio: Option<f64>,
+    /// Baseline p99 latency divided by the queue design's entry p99.
+    pub p99_ratio: f64,
+}
+
+impl SpikeReport {
+    /// True when every ticket became final and no invariant broke.
+    pub fn is_healthy(&self) -> bool {
+        self.unfinished == 0 && self.check.is_sound()
+    }
+
+    /// Prints the report as tables.
+    pub fn print(&self) {
+        println!();
+        println!(
+            "spike: sale {}, {} buyers, {} units",
+            self.sale_id, self.buyers, self.units
+        );
+        let mut rows = vec![&self.entries];
+        if let Some(b) = &self.baseline {
+            rows.push(&b.orders);
+        }
+        print_table(rows);
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ms"));
+        let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}/s"));
+        println!("polls: {} ({:.0}/s)", self.polls, self.polls_per_second);
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "tickets: {}; not final: {}",
+            outcomes.join(", "),
+            self.unfinished
+        );
+        println!(
+            "every ticket final after: {}; orders drained: {}",
+            ms(self.all_final_ms),
+            rate(self.orders_per_second)
+        );
+        if let Some(b) = &self.baseline {
+            println!(
+                "baseline POST /orders: {:.0} units/s; queue ÷ baseline throughput: {}; baseline ÷ queue p99: {:.1}×",
+                b.units_per_second,
+                b.throughput_ratio
+                    .map_or("-".to_owned(), |r| format!("{r:.1}×")),
+                b.p99_ratio
+            );
+        }
+        self.check.print();
+    }
+}
+
+/// The command: connects, runs, prints, writes JSON, fails on an unhealthy run.
+///
+/// # Errors
+/// When a store or service cannot be reached, or the run was not healthy.
+pub async fn run(args: SpikeArgs) -> anyhow::Result<()> {
+    let pem = std::fs::read(&args.jwt_private_key)
+        .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
+    let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;
+    let db = flash_core::db::connect(&args.pg).await?;
+    let redis = flash_core::redis::connect(&args.redis).await?;
+    let keys = Keys::new(&args.redis.redis_key_prefix);
+    let report = run_with(&db, &redis, &keys, &signer, &Plan::from(&args)).await?;
+    report.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    anyhow::ensure!(
+        report.is_healthy(),
+        "the spike was not healthy: {} tickets not final, {} invariant violation(s)",
+        report.unfinished,
+        report.check.violations.len()
+    );
+    Ok(())
+}
+
+/// Runs one spike against the services in `plan`, with `db`/`redis` the stores they use.
+///
+/// # Errors
+/// When seeding, creating the sale or reading the stores fails.
+pub async fn run_with(
+    db: &PgPool,
+    redis: &redis::aio::ConnectionManager,
+    keys: &Keys,
+    signer: &JwtSigner,
+    plan: &Plan,
+) -> anyhow::Result<SpikeReport> {
+    let bars = MultiProgress::with_draw_target(if plan.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let run_tag = format!("spike-{}", Uuid::new_v4().simple());
+    let say = |line: String| bars.println(line).unwrap_or(());
+    say(format!("seeding {} buyers ...", plan.buyers));
+    let admin = seed::members(db, signer, &format!("{run_tag}-admin"), 1, Role::Admin)
+        .await?
+        .remove(0);
+    let buyers = Arc::new(seed::members(db, signer, &run_tag, plan.buyers, Role::Buyer).await?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.connections)
+        .timeout(Duration::from_secs(plan.long_poll_secs + 30))
+        .build()?;
+    let shop = Shop {
+        client: client.clone(),
+        catalog: plan.catalog_url.clone(),
+        admin: admin.token.clone(),
+    };
+    let product = shop.product(&run_tag, plan.units).await?;
+    let starts_at = Utc::now() + chrono::Duration::from_std(plan.start_in)?;
+    let sale = shop.sale(product, plan.units, starts_at).await?;
+    say(format!(
+        "sale {sale}: {} units, opens at {starts_at}",
+        plan.units
+    ));
+    let wait = (starts_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+
+    let progress = Bars {
+        entered: bar(&bars, plan.buyers, "entries"),
+        finals: bar(&bars, plan.buyers, "final  "),
+        ordered: bar(&bars, usize::try_from(plan.units).unwrap_or(0), "orders "),
+    };
+    let start = Instant::now();
+    let (entries, queued, at_once) =
+        enter_all(&client, plan, sale, &buyers, &progress, start).await;
+    let (mut outcomes, entry_final_ms) = (at_once.outcomes, at_once.last_ms);
+    let polling = Instant::now();
+    let poll_count = Arc::new(AtomicU64::new(0));
+    let polled = poll_all(
+        &client,
+        plan,
+        &buyers,
+        queued,
+        &progress,
+        start,
+        &poll_count,
+    )
+    .await;
+    let polls_per_second =
+        poll_count.load(Ordering::Relaxed) as f64 / polling.elapsed().as_secs_f64().max(1e-3);
+    let mut unfinished = 0;
+    let mut last_final = entry_final_ms;
+    for ticket in polled {
+        match ticket {
+            Some((status, at)) => {
+                *outcomes.entry(status).or_insert(0) += 1;
+                last_final = later(last_final, at);
+            }
+            None => unfinished += 1,
+        }
+    }
+    for b in [&progress.entered, &progress.finals, &progress.ordered] {
+        b.finish();
+    }
+
+    let orders_per_second = drain_rate(db, sale, starts_at).await?;
+    say("waiting for payments to settle ...".to_owned());
+    settle(db, sale, plan.settle_timeout).await?;
+    let check = check_sale(db, Some(redis), keys, sale).await?;
+    let baseline = if plan.baseline {
+        say(format!(
+            "baseline: {} buyers order {} units through POST /orders ...",
+            plan.buyers, plan.units
+        ));
+        let product = shop
+            .product(&format!("{run_tag}-baseline"), plan.units)
+            .await?;
+        Some(baseline(&client, plan, product, &buyers, &entries, orders_per_second).await)
+    } else {
+        None
+    };
+    Ok(SpikeReport {
+        sale_id: sale,
+        buyers: plan.buyers,
+        units: plan.units,
+        entries,
+        polls: poll_count.load(Ordering::Relaxed),
+        polls_per_second,
+        outcomes,
+        unfinished,
+        all_final_ms: last_final,
+        orders_per_second,
+        check,
+        baseline,
+    })
+}
+
+/// The later of a moment that may not have happened yet and one that has.
+fn later(a: Option<f64>, b: f64) -> Option<f64> {
+    Some(a.map_or(b, |a| a.max(b)))
+}
+
+fn bar(bars: &MultiProgress, len: usize, label: &str) -> ProgressBar {
+    let bar = bars.add(ProgressBar::new(len as u64));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// The admin side: catalog-api calls that set the sale up.
+struct Shop {
+    client: reqwest::Client,
+    catalog: String,
+    admin: String,
+}
+
+impl Shop {
+    async fn product(&self, tag: &str, stock: i64) -> anyhow::Result<Uuid> {
+        let sku: String = tag
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(60)
+            .collect();
+        let body = json!({"sku": sku, "name": "Load test sneaker", "price_cents": 12900,
+                          "currency": "EUR", "stock": stock});
+        self.create("products", body).await
+    }
+
+    async fn sale(
+        &self,
+        product: Uuid,
+        units: i64,
+        starts_at: DateTime<Utc>,
+    ) -> anyhow::Result<Uuid> {
+        let body = json!({"product_id": product, "price_cents": 9900, "quantity": units,
+                          "per_member_limit": 1, "starts_at": starts_at,
+                          "ends_at": starts_at + chrono::Duration::hours(1)});
+        self.create("flash-sales", body).await
+    }
+
+    async fn create(&self, what: &str, body: Value) -> anyhow::Result<Uuid> {
+        let response = self
+            .client
+            .post(format!("{}/{what}", self.catalog))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("creating {what} at {}", self.catalog))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("creating {what}: catalog-api answered {status}: {answer}");
+        }
+        answer["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .with_context(|| format!("creating {what}: no id in {answer}"))
+    }
+}
+
+/// The progress bars of a run.
+struct Bars {
+    entered: ProgressBar,
+    finals: ProgressBar,
+    ordered: ProgressBar,
+}
+
+/// Tickets that were final as soon as the buyer entered (sold out, turned away).
+#[derive(Default)]
+struct AtOnce {
+    outcomes: BTreeMap<String, u64>,
+    last_ms: Option<f64>,
+}
+
+/// A ticket still to follow: the buyer's index, its id, and when to poll next.
+type Queued = (usize, Uuid, u64);
+
+/// Fires every entry; returns the summary, the queued tickets, and the tickets final at once.
+async fn enter_all(
+    client: &reqwest::Client,
+    plan: &Plan,
+    sale: Uuid,
+    buyers: &Arc<Vec<Buyer>>,
+    progress: &Bars,
+    start: Instant,
+) -> (Summary, Vec<Queued>, AtOnce) {
+    let queued: Arc<Mutex<Vec<Queued>>> = Arc::default();
+    let done: Arc<Mutex<AtOnce>> = Arc::default();
+    let spread = plan.ramp.as_secs_f64() / plan.buyers.max(1) as f64;
+    let summary = run_batch(
+        "POST /sales/{id}/tickets",
+        plan.buyers,
+        plan.connections,
+        plan.timeout,
+        |i| {
+            let request = client
+                .post(format!("{}/sales/{sale}/tickets", plan.admission_url))
+                .bearer_auth(&buyers[i].token);
+            let (queued, done) = (Arc::clone(&queued), Arc::clone(&done));
+            async move {
+                if spread > 0.0 {
+                    tokio::time::sleep_until(
+                        (start + Duration::from_secs_f64(spread * i as f64)).into(),
+                    )
+                    .await;
+                }
+                let Ok(response) = request.send().await else {
+                    progress.entered.inc(1);
+                    return 0;
+                };
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                progress.entered.inc(1);
+                let ticket = body["ticket_id"].as_str().and_then(|t| t.parse().ok());
+                match (ticket, body["poll_after_ms"].as_u64()) {
+                    (Some(ticket), Some(after)) => queued.lock().await.push((i, ticket, after)),
+                    (Some(_), None) => {
+                        let at = start.elapsed().as_secs_f64() * 1000.0;
+                        let state = body["status"].as_str().unwrap_or("unknown").to_owned();
+                        let mut done = done.lock().await;
+                        *done.outcomes.entry(state).or_insert(0) += 1;
+                        done.last_ms = later(done.last_ms, at);
+                        progress.finals.inc(1);
+                    }
+                    // No ticket (429, 503, …): that buyer is turned away, which is final too.
+                    (None, _) => {
+                        let mut done = done.lock().await;
+                        *done.outcomes.entry(format!("http {status}")).or_insert(0) += 1;
+                        progress.finals.inc(1);
+                    }
+                }
+                status
+            }
+        },
+    )
+    .await;
+    let queued = std::mem::take(&mut *queued.lock().await);
+    let at_once = std::mem::take(&mut *done.lock().await);
+    (summary, queued, at_once)
+}
+
+/// Follows every queued ticket to its end, at most `connections` requests in flight. Each
+/// ticket ends as `Some((final status, ms after start))`, or `None` when the run gave up.
+async fn poll_all(
+    client: &reqwest::Client,
+    plan: &Plan,
+    buyers: &Arc<Vec<Buyer>>,
+    queued: Vec<Queued>,
+    progress: &Bars,
+    start: Instant,
+    polls: &Arc<AtomicU64>,
+) -> Vec<Option<(String, f64)>> {
+    let permits = Arc::new(Semaphore::new(plan.connections));
+    let give_up = tokio::time::Instant::now() + plan.timeout;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (buyer, ticket, first_after) in queued {
+        let follow = Follow {
+            client: client.clone(),
+            url: format!("{}/tickets/{ticket}", plan.admission_url),
+            token: buyers[buyer].token.clone(),
+            long_poll_secs: plan.long_poll_secs,
+            permits: Arc::clone(&permits),
+            polls: Arc::clone(polls),
+        };
+        let (finals, ordered) = (progress.finals.clone(), progress.ordered.clone());
+        tasks.spawn(async move {
+            let end = tokio::time::timeout_at(give_up, follow.until_final(first_after))
+                .await
+                .ok()?;
+            finals.inc(1);
+            if end == "ordered" {
+                ordered.inc(1);
+            }
+            Some((end, start.elapsed().as_secs_f64() * 1000.0))
+        });
+    }
+    let mut ends = Vec::new();
+    while let Some(end) = tasks.join_next().await {
+        ends.push(end.unwrap_or(None));
+    }
+    ends
+}
+
+/// One buyer's waiting-room loop.
+struct Follow {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    long_poll_secs: u64,
+    permits: Arc<Semaphore>,
+    polls: Arc<AtomicU64>,
+}
+
+impl Follow {
+    /// Polls as the page does: wait `poll_after_ms`, then ask, long-polling on the last `ETag`
+    /// so an unchanged ticket costs one request per long-poll. Transport errors back off.
+    async fn until_final(&self, first_after: u64) -> String {
+        let mut after = first_after;
+        let mut etag: Option<String> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            let Ok(_permit) = self.permits.acquire().await else {
+                return "unknown".to_owned();
+            };
+            let mut request = self.client.get(&self.url).bearer_auth(&self.token);
+            if let Some(tag) = &etag {
+                request = request
+                    .query(&[("wait", self.long_poll_secs)])
+                    .header(reqwest::header::IF_NONE_MATCH, tag);
+            }
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            let Ok(response) = request.send().await else {
+                after = 1000;
+                continue;
+            };
+            if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+                after = 0;
+                continue;
+            }
+            if !response.status().is_success() {
+                after = 1000;
+                continue;
+            }
+            etag = response
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|t| t.to_str().ok())
+                .map(str::to_owned);
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            match body["poll_after_ms"].as_u64() {
+                Some(next) => after = next,
+                None => return body["status"].as_str().unwrap_or("unknown").to_owned(),
+            }
+        }
+    }
+}
+
+/// Orders per second from the sale's start to its last order, by PostgreSQL's clock.
+async fn drain_rate(
+    db: &PgPool,
+    sale: Uuid,
+    starts_at: DateTime<Utc>,
+) -> anyhow::Result<Option<f64>> {
+    let (count, last): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as("select count(*), max(created_at) from orders where flash_sale_id = $1")
+            .bind(sale)
+            .fetch_one(db)
+            .await?;
+    Ok(last.and_then(|last| {
+        let secs = (last - starts_at).to_std().ok()?.as_secs_f64();
+        (secs > 0.0).then(|| count as f64 / secs)
+    }))
+}
+
+/// Waits (bounded) until no order of the sale awaits its payment.
+async fn settle(db: &PgPool, sale: Uuid, bound: Duration) -> anyhow::Result<()> {
+    let give_up = Instant::now() + bound;
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "select count(*) from orders where flash_sale_id = $1 and status = 'pending_payment'",
+        )
+        .bind(sale)
+        .fetch_one(db)
+        .await?;
+        if pending == 0 || Instant::now() >= give_up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same buyers buy `units` of a product through the synchronous path.
+async fn baseline(
+    client: &reqwest::Client,
+    plan: &Plan,
+    product: Uuid,
+    buyers: &Arc<Vec<Buyer>>,
+    queue_entries: &Summary,
+    queue_orders_per_second: Option<f64>,
+) -> Baseline {
+    let start = Instant::now();
+    let last_sale = Arc::new(Mutex::new(Duration::ZERO));
+    let orders = run_batch(
+        "POST /orders (baseline)",
+        plan.buyers,
+        plan.connections,
+        plan.timeout,
+        |i| {
+            let request = client
+                .post(format!("{}/orders", plan.catalog_url))
+                .bearer_auth(&buyers[i].token)
+                .header("Idempotency-Key", Uuid::new_v4().to_string())
+                .json(&json!({"items": [{"product_id": product, "quantity": 1}]}));
+            let last_sale = Arc::clone(&last_sale);
+            async move {
+                let status = request.send().await.map_or(0, |r| r.status().as_u16());
+                if status == 201 {
+                    let mut last = last_sale.lock().await;
+                    *last = (*last).max(start.elapsed());
+                }
+                status
+            }
+        },
+    )
+    .await;
+    let sold = orders.statuses.get(&201).copied().unwrap_or(0);
+    let units_per_second = sold as f64 / last_sale.lock().await.as_secs_f64().max(1e-3);
+    Baseline {
+        throughput_ratio: queue_orders_per_second.map(|q| q / units_per_second.max(1e-9)),
+        p99_ratio: orders.p99_ms / queue_entries.p99_ms.max(1e-3),
+        units_per_second,
+        orders,
+    }
+}
