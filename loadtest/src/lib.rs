@@ -10,4 +10,6 @@ pub mod door_bench;
 pub mod drain_bench;
 pub mod measure;
 pub mod seed;
+pub mod shop;
 pub mod spike;
+pub mod summary;

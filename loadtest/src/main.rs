@@ -1,7 +1,7 @@
 //! `loadtest`: load generators and benchmarks for a running flash-sale stack.
 
 use clap::Parser;
-use loadtest::{auth_bench, check, door_bench, drain_bench, spike};
+use loadtest::{auth_bench, check, door_bench, drain_bench, shop, spike, summary};
 
 /// Load tests and benchmarks against a running stack.
 #[derive(Parser)]
@@ -12,6 +12,10 @@ enum Command {
     Spike(spike::SpikeArgs),
     /// Proves a sale kept its invariants (no oversell, limits, one order per ticket, …).
     Check(check::CheckArgs),
+    /// A steady mix of ordinary shopping (browse, product reads, regular orders, profile).
+    Shop(shop::ShopArgs),
+    /// One table over several `spike --json` reports.
+    Summary(summary::SummaryArgs),
     /// Login, profile-read and token-verification costs of member-api.
     Auth(auth_bench::AuthArgs),
     /// Entries and polls the flash-sale front door sustains.
@@ -25,6 +29,8 @@ async fn main() -> anyhow::Result<()> {
     match Command::parse() {
         Command::Spike(args) => spike::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Shop(args) => shop::run(args).await,
+        Command::Summary(args) => summary::run(&args),
         Command::Auth(args) => auth_bench::run(args).await,
         Command::Door(args) => door_bench::run(args).await,
         Command::Drain(args) => drain_bench::run(args).await,

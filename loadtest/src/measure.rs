@@ -44,9 +44,7 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = u16>,
 {
-    let mut histogram =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("BUG: static histogram bounds");
-    let mut statuses = BTreeMap::new();
+    let mut recorder = Recorder::default();
     let started = Instant::now();
     let mut results = futures::stream::iter(0..count)
         .map(|i| {
@@ -61,24 +59,52 @@ where
     while let Ok(Some((status, latency))) =
         tokio::time::timeout_at((started + deadline).into(), results.next()).await
     {
-        histogram.saturating_record(
+        recorder.record(status, latency);
+    }
+    recorder.summary(name, started.elapsed())
+}
+
+/// Latencies and statuses of one kind of request, as they come in.
+pub(crate) struct Recorder {
+    histogram: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("BUG: static histogram bounds"),
+            statuses: BTreeMap::new(),
+        }
+    }
+}
+
+impl Recorder {
+    /// One answer: its status (0 for a transport error) and how long it took.
+    pub(crate) fn record(&mut self, status: u16, latency: Duration) {
+        self.histogram.saturating_record(
             u64::try_from(latency.as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1),
         );
-        *statuses.entry(status).or_insert(0) += 1;
+        *self.statuses.entry(status).or_insert(0) += 1;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    Summary {
-        name: name.to_owned(),
-        requests: histogram.len(),
-        per_second: histogram.len() as f64 / elapsed,
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        max_ms: histogram.max() as f64 / 1000.0,
-        statuses,
+
+    /// The summary over `elapsed` of wall time.
+    pub(crate) fn summary(&self, name: &str, elapsed: Duration) -> Summary {
+        let h = &self.histogram;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Summary {
+            name: name.to_owned(),
+            requests: h.len(),
+            per_second: h.len() as f64 / elapsed.as_secs_f64().max(1e-6),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+            statuses: self.statuses.clone(),
+        }
     }
 }
 

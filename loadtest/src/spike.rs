@@ -167,7 +167,7 @@ pub struct SpikeReport {
     pub unfinished: u64,
     /// From the sale's start until the last buyer saw a final ticket, in milliseconds.
     pub all_final_ms: Option<f64>,
-    /// Orders made per second, from the sale's start until the last order (PostgreSQL clock).
+    /// Orders per second from the sale's start until its units were sold (PostgreSQL clock).
     pub orders_per_second: Option<f64>,
     /// The invariant check after payments settled.
     pub check: CheckReport,
@@ -180,7 +180,7 @@ pub struct SpikeReport {
 pub struct Baseline {
     /// The order requests.
     pub orders: Summary,
-    /// Units sold per second (until the last successful order).
+    /// Units sold per second, until the `units`-th successful order.
     pub units_per_second: f64,
     /// Queue design's units per second divided by the baseline's.
     pub throughput_ratio: Option<f64>,
@@ -343,7 +343,7 @@ pub async fn run_with(
         b.finish();
     }
 
-    let orders_per_second = drain_rate(db, sale, starts_at).await?;
+    let orders_per_second = drain_rate(db, sale, starts_at, plan.units).await?;
     say("waiting for payments to settle ...".to_owned());
     settle(db, sale, plan.settle_timeout).await?;
     let check = check_sale(db, Some(redis), keys, sale).await?;
@@ -620,20 +620,29 @@ impl Follow {
     }
 }
 
-/// Orders per second from the sale's start to its last order, by PostgreSQL's clock.
+/// Orders per second from the sale's start until its units were sold (the `units`-th order;
+/// the last order when fewer were made), by PostgreSQL's clock. Counting to the last order
+/// instead would time the resale of units that declined payments returned, not the drain.
 async fn drain_rate(
     db: &PgPool,
     sale: Uuid,
     starts_at: DateTime<Utc>,
+    units: i64,
 ) -> anyhow::Result<Option<f64>> {
-    let (count, last): (i64, Option<DateTime<Utc>>) =
-        sqlx::query_as("select count(*), max(created_at) from orders where flash_sale_id = $1")
-            .bind(sale)
-            .fetch_one(db)
-            .await?;
-    Ok(last.and_then(|last| {
-        let secs = (last - starts_at).to_std().ok()?.as_secs_f64();
-        (secs > 0.0).then(|| count as f64 / secs)
+    let (count, sold_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select count(*), coalesce(
+                (select created_at from orders where flash_sale_id = $1
+                 order by created_at offset $2 - 1 limit 1),
+                max(created_at))
+         from orders where flash_sale_id = $1",
+    )
+    .bind(sale)
+    .bind(units.max(1))
+    .fetch_one(db)
+    .await?;
+    Ok(sold_at.and_then(|at| {
+        let secs = (at - starts_at).to_std().ok()?.as_secs_f64();
+        (secs > 0.0).then(|| count.min(units) as f64 / secs)
     }))
 }
 
@@ -664,7 +673,7 @@ async fn baseline(
     queue_orders_per_second: Option<f64>,
 ) -> Baseline {
     let start = Instant::now();
-    let last_sale = Arc::new(Mutex::new(Duration::ZERO));
+    let sales: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let orders = run_batch(
         "POST /orders (baseline)",
         plan.buyers,
@@ -676,20 +685,28 @@ async fn baseline(
                 .bearer_auth(&buyers[i].token)
                 .header("Idempotency-Key", Uuid::new_v4().to_string())
                 .json(&json!({"items": [{"product_id": product, "quantity": 1}]}));
-            let last_sale = Arc::clone(&last_sale);
+            let sales = Arc::clone(&sales);
             async move {
                 let status = request.send().await.map_or(0, |r| r.status().as_u16());
                 if status == 201 {
-                    let mut last = last_sale.lock().await;
-                    *last = (*last).max(start.elapsed());
+                    sales.lock().await.push(start.elapsed());
                 }
                 status
             }
         },
     )
     .await;
-    let sold = orders.statuses.get(&201).copied().unwrap_or(0);
-    let units_per_second = sold as f64 / last_sale.lock().await.as_secs_f64().max(1e-3);
+    // As for the queue: until the units were sold, not until resold returns.
+    let mut sales = std::mem::take(&mut *sales.lock().await);
+    sales.sort();
+    let sold = sales
+        .len()
+        .min(usize::try_from(plan.units).unwrap_or(usize::MAX));
+    let sold_after = sold
+        .checked_sub(1)
+        .and_then(|i| sales.get(i))
+        .map_or(1e-3, |at| at.as_secs_f64().max(1e-3));
+    let units_per_second = sold as f64 / sold_after;
     Baseline {
         throughput_ratio: queue_orders_per_second.map(|q| q / units_per_second.max(1e-9)),
         p99_ratio: orders.p99_ms / queue_entries.p99_ms.max(1e-3),
