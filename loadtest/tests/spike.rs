@@ -133,17 +133,28 @@ async fn a_small_spike_sells_every_unit_once_and_every_ticket_ends(db: PgPool) {
     assert_eq!(report.unfinished, 0, "every ticket is final: {report:?}");
     assert!(report.check.is_sound(), "{:?}", report.check.violations);
     assert_eq!(report.entries.requests, 2000);
-    assert_eq!(report.entries.statuses.get(&202), Some(&100));
-    assert_eq!(report.entries.statuses.get(&200), Some(&1900));
-    assert_eq!(report.outcomes.get("ordered"), Some(&100));
-    assert_eq!(report.outcomes.get("sold_out"), Some(&1900));
-    assert_eq!(report.check.tickets.get("ordered"), Some(&100));
-    assert_eq!(report.check.tickets.get("sold_out"), Some(&1900));
-    // Payments settled: each of the 100 orders is paid or (declined) cancelled, its unit back.
+    // A declined payment (the simulated provider declines 2 %) puts its unit back on sale while
+    // buyers are still entering, so a few more than 100 tickets may be queued and ordered.
+    let queued = *report.entries.statuses.get(&202).unwrap();
+    let sold_out = *report.entries.statuses.get(&200).unwrap();
+    assert_eq!(queued + sold_out, 2000, "{:?}", report.entries.statuses);
+    assert!(queued >= 100, "every unit was offered: {queued}");
+    assert_eq!(report.outcomes.get("ordered"), Some(&queued));
+    assert_eq!(report.outcomes.get("sold_out"), Some(&sold_out));
+    let ticket_count = |status: &str| report.check.tickets.get(status).copied().unwrap_or(0);
+    assert_eq!(ticket_count("ordered"), i64::try_from(queued).unwrap());
+    assert_eq!(ticket_count("sold_out"), i64::try_from(sold_out).unwrap());
+    // Payments settled: every order is paid or (declined) cancelled, and every unit is either
+    // in a paid order or back in the sale.
     let paid = report.check.orders.get("paid").copied().unwrap_or(0);
     let cancelled = report.check.orders.get("cancelled").copied().unwrap_or(0);
-    assert_eq!(paid + cancelled, 100, "{:?}", report.check.orders);
-    assert_eq!(report.check.quantity_left, cancelled);
+    assert_eq!(
+        paid + cancelled,
+        i64::try_from(queued).unwrap(),
+        "{:?}",
+        report.check.orders
+    );
+    assert_eq!(report.check.quantity_left + paid, 100);
     assert!(report.polls > 0 && report.all_final_ms.is_some());
     assert!(report.orders_per_second.is_some_and(|r| r > 0.0));
     stack.stop().await;
