@@ -11,8 +11,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::Utc;
 use flash_core::{
-    auth::keys::JwtSigner,
-    config::{JwtVerifyArgs, NatsArgs, RedisArgs},
+    config::{NatsArgs, RedisArgs},
     domain::{MemberId, Role},
     redis::Keys,
     sale_gate::{self, Arm, SaleMeta},
@@ -42,15 +41,9 @@ pub struct DoorArgs {
     /// Connections (requests in flight).
     #[arg(long, default_value_t = 256)]
     connections: usize,
-    /// The dev private key to mint buyers' tokens with.
-    #[arg(
-        long,
-        env = "JWT_PRIVATE_KEY",
-        default_value = ".data/keys/jwt_private.pem"
-    )]
-    jwt_private_key: PathBuf,
+    /// Key and claims the buyers' tokens are minted with.
     #[command(flatten)]
-    jwt: JwtVerifyArgs,
+    pub mint: crate::seed::MintArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -74,9 +67,7 @@ struct Report {
 /// # Errors
 /// When a service or store cannot be reached.
 pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
-    let pem = std::fs::read(&args.jwt_private_key)
-        .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
-    let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;
+    let signer = args.mint.signer()?;
     eprintln!("minting {} buyer tokens ...", args.buyers);
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..args.buyers)

@@ -6,10 +6,13 @@
 //! log in through member-api), and mints their access tokens with the dev private key exactly
 //! as member-api would. Orders reference these rows, so the sale exercises the real schema.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use argon2::{PasswordHasher, password_hash::SaltString};
 use flash_core::{
     auth::keys::JwtSigner,
+    config::JwtVerifyArgs,
     domain::{MemberId, Role},
 };
 use sqlx::PgPool;
@@ -17,6 +20,33 @@ use uuid::Uuid;
 
 /// The password every seeded member has.
 pub const PASSWORD: &str = "loadtest password 1";
+
+/// What minting buyers' tokens needs: the dev private key, and the claims the services expect.
+#[derive(clap::Args)]
+pub struct MintArgs {
+    /// The dev private key that mints the buyers' tokens.
+    #[arg(
+        long,
+        env = "JWT_PRIVATE_KEY",
+        default_value = ".data/keys/jwt_private.pem"
+    )]
+    pub jwt_private_key: PathBuf,
+    /// Issuer and audience the minted tokens carry.
+    #[command(flatten)]
+    pub jwt: JwtVerifyArgs,
+}
+
+impl MintArgs {
+    /// A signer of hour-long access tokens, as member-api would issue.
+    ///
+    /// # Errors
+    /// When the key file cannot be read or is not an Ed25519 private key.
+    pub fn signer(&self) -> anyhow::Result<JwtSigner> {
+        let pem = std::fs::read(&self.jwt_private_key)
+            .with_context(|| format!("reading {}", self.jwt_private_key.display()))?;
+        JwtSigner::from_pem(&pem, &self.jwt.jwt_issuer, &self.jwt.jwt_audience, 3600)
+    }
+}
 
 /// A seeded member and an access token for them.
 #[derive(Debug, Clone)]

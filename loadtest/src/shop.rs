@@ -16,11 +16,7 @@ use std::{
 };
 
 use anyhow::Context;
-use flash_core::{
-    auth::keys::JwtSigner,
-    config::{JwtVerifyArgs, PgArgs},
-    domain::Role,
-};
+use flash_core::{config::PgArgs, domain::Role};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
@@ -55,16 +51,9 @@ pub struct ShopArgs {
     /// Requests waiting at once before new ones are skipped.
     #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
-    /// The dev private key that mints the shoppers' tokens.
-    #[arg(
-        long,
-        env = "JWT_PRIVATE_KEY",
-        default_value = ".data/keys/jwt_private.pem"
-    )]
-    pub jwt_private_key: PathBuf,
-    /// Issuer and audience the minted tokens carry.
+    /// Key and claims the buyers' tokens are minted with.
     #[command(flatten)]
-    pub jwt: JwtVerifyArgs,
+    pub mint: crate::seed::MintArgs,
     /// The database the services use (shoppers are seeded there).
     #[command(flatten)]
     pub pg: PgArgs,
@@ -118,9 +107,7 @@ struct Report {
 /// # Errors
 /// When seeding or creating the products fails.
 pub async fn run(args: ShopArgs) -> anyhow::Result<()> {
-    let pem = std::fs::read(&args.jwt_private_key)
-        .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
-    let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;
+    let signer = args.mint.signer()?;
     let db = flash_core::db::connect(&args.pg).await?;
     let tag = format!("shop-{}", Uuid::new_v4().simple());
     eprintln!("seeding {} shoppers ...", args.shoppers);

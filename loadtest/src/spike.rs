@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use flash_core::{
     auth::keys::JwtSigner,
-    config::{JwtVerifyArgs, PgArgs, RedisArgs},
+    config::{PgArgs, RedisArgs},
     domain::Role,
     redis::Keys,
 };
@@ -77,16 +77,9 @@ pub struct SpikeArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
-    /// The dev private key that mints the buyers' tokens.
-    #[arg(
-        long,
-        env = "JWT_PRIVATE_KEY",
-        default_value = ".data/keys/jwt_private.pem"
-    )]
-    pub jwt_private_key: PathBuf,
-    /// Issuer and audience the minted tokens carry.
+    /// Key and claims the buyers' tokens are minted with.
     #[command(flatten)]
-    pub jwt: JwtVerifyArgs,
+    pub mint: crate::seed::MintArgs,
     /// The database the services use.
     #[command(flatten)]
     pub pg: PgArgs,
@@ -127,22 +120,26 @@ pub struct Plan {
     pub progress: bool,
 }
 
-impl From<&SpikeArgs> for Plan {
-    fn from(args: &SpikeArgs) -> Self {
-        Self {
+impl TryFrom<&SpikeArgs> for Plan {
+    type Error = anyhow::Error;
+
+    fn try_from(args: &SpikeArgs) -> anyhow::Result<Self> {
+        let ramp = Duration::try_from_secs_f64(args.ramp_secs)
+            .map_err(|_| anyhow::anyhow!("--ramp-secs must be a finite number of seconds ≥ 0"))?;
+        Ok(Self {
             admission_url: args.admission_url.trim_end_matches('/').to_owned(),
             catalog_url: args.catalog_url.trim_end_matches('/').to_owned(),
             buyers: args.buyers,
             units: args.units,
             connections: args.connections.max(1),
             start_in: Duration::from_secs(args.start_in_secs),
-            ramp: Duration::from_secs_f64(args.ramp_secs.max(0.0)),
+            ramp,
             long_poll_secs: args.long_poll_secs,
             timeout: Duration::from_secs(args.timeout_secs),
             settle_timeout: Duration::from_secs(args.settle_timeout_secs),
             baseline: args.baseline,
             progress: !args.quiet,
-        }
+        })
     }
 }
 
@@ -242,13 +239,12 @@ impl SpikeReport {
 /// # Errors
 /// When a store or service cannot be reached, or the run was not healthy.
 pub async fn run(args: SpikeArgs) -> anyhow::Result<()> {
-    let pem = std::fs::read(&args.jwt_private_key)
-        .with_context(|| format!("reading {}", args.jwt_private_key.display()))?;
-    let signer = JwtSigner::from_pem(&pem, &args.jwt.jwt_issuer, &args.jwt.jwt_audience, 3600)?;
+    let plan = Plan::try_from(&args)?;
+    let signer = args.mint.signer()?;
     let db = flash_core::db::connect(&args.pg).await?;
     let redis = flash_core::redis::connect(&args.redis).await?;
     let keys = Keys::new(&args.redis.redis_key_prefix);
-    let report = run_with(&db, &redis, &keys, &signer, &Plan::from(&args)).await?;
+    let report = run_with(&db, &redis, &keys, &signer, &plan).await?;
     report.print();
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

@@ -218,10 +218,14 @@ async fn entries_in_flight_at_shutdown_finish_and_new_ones_are_refused(db: PgPoo
     let in_flight = futures::future::join_all(buyers.iter().map(|b| app.enter(sale, b)));
     // Stop once every entry has taken its unit, so all 50 are inside the server (a fixed delay
     // could stop it before the client had sent some, and those would rightly be refused).
+    // Bounded, so a failed entry (whose unit went back) fails the assertions below, not a hang.
     let stop_soon = async {
-        while app.gate(sale).await > 50 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let all_inside = async {
+            while app.gate(sale).await > 50 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), all_inside).await;
         app.stop();
     };
 
