@@ -89,6 +89,8 @@ pub(crate) struct TicketState {
     pub(crate) served: i64,
     /// Tickets drained per second lately (0 when unknown).
     pub(crate) drain_rate: f64,
+    /// An admin holds the sale: nothing drains until it resumes.
+    pub(crate) paused: bool,
 }
 
 /// Tickets whose sale this process knows; a ticket never changes sale, so polls skip the
@@ -208,16 +210,23 @@ impl Gate {
                 sale
             }
         };
-        let (fields, served, rate): (HashMap<String, String>, Option<i64>, Option<f64>) =
-            redis::pipe()
-                .cmd("HGETALL")
-                .arg(self.keys.ticket(sale, ticket))
-                .cmd("GET")
-                .arg(self.keys.sale_served(sale))
-                .cmd("GET")
-                .arg(self.keys.sale_drain_rate(sale))
-                .query_async(&mut conn)
-                .await?;
+        let (fields, served, rate, paused): (
+            HashMap<String, String>,
+            Option<i64>,
+            Option<f64>,
+            Option<u8>,
+        ) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.keys.ticket(sale, ticket))
+            .cmd("GET")
+            .arg(self.keys.sale_served(sale))
+            .cmd("GET")
+            .arg(self.keys.sale_drain_rate(sale))
+            .cmd("HGET")
+            .arg(self.keys.sale_meta(sale))
+            .arg("paused")
+            .query_async(&mut conn)
+            .await?;
         let (Some(member), Some(status)) = (fields.get("member"), fields.get("status")) else {
             return Ok(None);
         };
@@ -232,6 +241,7 @@ impl Gate {
             order_id: fields.get("order_id").and_then(|s| s.parse().ok()),
             served: served.unwrap_or(0),
             drain_rate: rate.unwrap_or(0.0),
+            paused: paused == Some(1),
         }))
     }
 }

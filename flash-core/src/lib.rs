@@ -17,6 +17,7 @@ pub mod nats;
 pub mod pagination;
 pub mod problem;
 pub mod redis;
+pub mod sale_events;
 pub mod sale_gate;
 pub mod shutdown;
 pub mod telemetry;

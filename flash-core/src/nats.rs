@@ -83,23 +83,51 @@ impl Subjects {
         format!("{}flash.tickets.>", self.prefix)
     }
 
+    /// The sale a ticket subject names (`<prefix>flash.tickets.<sale>`), if it names one.
+    pub fn sale_of_ticket_subject(&self, subject: &str) -> Option<uuid::Uuid> {
+        subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("flash.tickets.")?
+            .parse()
+            .ok()
+    }
+
+    /// State changes of one sale, for other systems (`<prefix>events.sales.<sale>`).
+    pub fn sale_events(&self, sale: uuid::Uuid) -> String {
+        format!("{}{}", self.prefix, crate::sale_events::subject(sale))
+    }
+
+    /// Every sale event, as bound to the events stream.
+    pub fn all_sale_events(&self) -> String {
+        format!("{}events.sales.>", self.prefix)
+    }
+
     /// Tickets the drain gave up on, kept for inspection (`<prefix>flash.dead.<sale>`).
     pub fn dead_tickets(&self, sale: uuid::Uuid) -> String {
         format!("{}flash.dead.{sale}", self.prefix)
     }
 }
 
-/// Name of the durable pull consumer every worker process shares to drain tickets.
-pub const ORDERS_CONSUMER: &str = "orders";
+/// Name of the consumer of an earlier layout: one consumer over every sale's tickets. A work
+/// queue allows no overlapping consumers, so [`ensure_flash_queue`] removes it.
+const LEGACY_ORDERS_CONSUMER: &str = "orders";
 
 /// Deliveries of a ticket before the drain gives up on it and dead-letters it.
 pub const ORDERS_MAX_DELIVER: i64 = 10;
 
-/// Creates the flash-ticket stream and the workers' durable consumer if absent (idempotent
-/// across processes starting at once).
+/// Name of the durable consumer of one sale's tickets, shared by every worker process.
+pub fn orders_consumer_name(sale: uuid::Uuid) -> String {
+    format!("orders-{sale}")
+}
+
+/// Creates the flash-ticket stream and its dead-letter stream if absent (idempotent across
+/// processes starting at once).
 ///
 /// Work-queue retention: a ticket leaves the stream when a worker acks it. File storage: a
-/// ticket survives a NATS restart. The duplicate window drops a re-published ticket.
+/// ticket survives a NATS restart. The duplicate window drops a re-published ticket. Each sale
+/// is drained through its own durable consumer ([`orders_consumer`]) so that a paused or
+/// throttled sale is simply not fetched from: its tickets wait in the stream, in order, without
+/// using up deliveries.
 ///
 /// # Errors
 /// When JetStream is unavailable or a conflicting stream exists.
@@ -121,25 +149,10 @@ pub async fn ensure_flash_queue(
         })
         .await
         .with_context(|| format!("creating JetStream stream {}", args.nats_flash_stream))?;
-    stream
-        .get_or_create_consumer(
-            ORDERS_CONSUMER,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(ORDERS_CONSUMER.to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: ORDERS_MAX_DELIVER,
-                max_ack_pending: 100_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "creating consumer {ORDERS_CONSUMER} on {}",
-                args.nats_flash_stream
-            )
-        })?;
+    // Its unacked tickets go back to the stream, where the per-sale consumers find them.
+    if stream.delete_consumer(LEGACY_ORDERS_CONSUMER).await.is_ok() {
+        tracing::warn!(stream = %args.nats_flash_stream, "removed the all-sales orders consumer of an earlier layout");
+    }
     // Dead letters: limits retention, kept a week for someone to look at.
     let dead = format!("{}_DEAD", args.nats_flash_stream);
     js.get_or_create_stream(StreamConfig {
@@ -152,6 +165,60 @@ pub async fn ensure_flash_queue(
     .await
     .with_context(|| format!("creating JetStream stream {dead}"))?;
     Ok(stream)
+}
+
+/// Opens (creating if absent) the durable consumer of `sale`'s tickets.
+///
+/// # Errors
+/// When JetStream is unavailable.
+pub async fn orders_consumer(
+    stream: &jetstream::stream::Stream,
+    subjects: &Subjects,
+    sale: uuid::Uuid,
+) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    let name = orders_consumer_name(sale);
+    stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects.flash_tickets(sale),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: ORDERS_MAX_DELIVER,
+                max_ack_pending: 100_000,
+                // A finished sale's consumer goes away by itself.
+                inactive_threshold: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("opening consumer {name}: {e}"))
+}
+
+/// Name of the stream that keeps sale events (a week), beside the flash stream.
+pub fn events_stream_name(args: &NatsArgs) -> String {
+    format!("{}_EVENTS", args.nats_flash_stream)
+}
+
+/// Creates the sale-events stream if absent: limits retention, so any number of other systems
+/// may read the events, each with its own consumer.
+///
+/// # Errors
+/// When JetStream is unavailable or a conflicting stream exists.
+pub async fn ensure_events_stream(js: &jetstream::Context, args: &NatsArgs) -> anyhow::Result<()> {
+    let name = events_stream_name(args);
+    js.get_or_create_stream(StreamConfig {
+        subjects: vec![Subjects::new(&args.nats_subject_prefix).all_sale_events()],
+        storage: StorageType::File,
+        duplicate_window: DEDUP_WINDOW,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        name: name.clone(),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating JetStream stream {name}"))?;
+    Ok(())
 }
 
 /// Creates the jobs stream if absent (idempotent across processes starting at once).

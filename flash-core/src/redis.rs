@@ -80,6 +80,16 @@ impl Keys {
         format!("{}{{sale:{sale}}}:rate", self.prefix)
     }
 
+    /// The window the drain rate is being measured over (hash: start, count).
+    pub fn sale_drain_window(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:rate-window", self.prefix)
+    }
+
+    /// The token bucket of a sale's outflow limit, shared by every worker process.
+    pub fn sale_outflow(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:outflow", self.prefix)
+    }
+
     /// The ticket a member holds in a sale (one entry per member per sale).
     pub fn member_ticket(&self, sale: Uuid, member: Uuid) -> String {
         format!("{}{{sale:{sale}}}:member:{member}", self.prefix)

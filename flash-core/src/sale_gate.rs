@@ -23,6 +23,11 @@ pub struct SaleMeta {
     pub per_member_limit: i32,
     /// A cancelled sale admits nobody (410).
     pub cancelled: bool,
+    /// An admin holds the sale: entries still get tickets, the workers drain nothing, and
+    /// waiting buyers see `paused`.
+    pub paused: bool,
+    /// Tickets per second the workers turn into orders, all processes together (0 = no limit).
+    pub outflow_per_sec: u32,
 }
 
 /// How the gate is written when arming.
@@ -57,18 +62,8 @@ pub async fn arm(
         Arm::IfAbsent => pipe.cmd("SET").arg(&gate).arg(units).arg("NX").ignore(),
         Arm::Replace => pipe.cmd("SET").arg(&gate).arg(units).ignore(),
     };
-    pipe.cmd("HSET")
-        .arg(&meta_key)
-        .arg("starts_at")
-        .arg(meta.starts_at.timestamp_millis())
-        .arg("ends_at")
-        .arg(meta.ends_at.timestamp_millis())
-        .arg("per_member_limit")
-        .arg(meta.per_member_limit)
-        .arg("cancelled")
-        .arg(u8::from(meta.cancelled))
-        .ignore()
-        .cmd("EXPIREAT")
+    hset_meta(&mut pipe, &meta_key, meta);
+    pipe.cmd("EXPIREAT")
         .arg(&gate)
         .arg(expire_at)
         .ignore()
@@ -78,6 +73,144 @@ pub async fn arm(
         .ignore();
     let mut conn = redis.clone();
     pipe.query_async(&mut conn).await
+}
+
+/// Rewrites the metadata of `sale` and leaves its gate alone: a control change (pause, outflow,
+/// early end) of a sale that may already have admitted buyers.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn write_meta(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    meta: &SaleMeta,
+) -> redis::RedisResult<()> {
+    let meta_key = keys.sale_meta(sale);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    hset_meta(&mut pipe, &meta_key, meta);
+    pipe.cmd("EXPIREAT")
+        .arg(&meta_key)
+        .arg((meta.ends_at + chrono::Duration::days(1)).timestamp())
+        .ignore();
+    let mut conn = redis.clone();
+    pipe.query_async(&mut conn).await
+}
+
+fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
+    pipe.cmd("HSET")
+        .arg(meta_key)
+        .arg("starts_at")
+        .arg(meta.starts_at.timestamp_millis())
+        .arg("ends_at")
+        .arg(meta.ends_at.timestamp_millis())
+        .arg("per_member_limit")
+        .arg(meta.per_member_limit)
+        .arg("cancelled")
+        .arg(u8::from(meta.cancelled))
+        .arg("paused")
+        .arg(u8::from(meta.paused))
+        .arg("outflow")
+        .arg(meta.outflow_per_sec)
+        .ignore();
+}
+
+/// What the workers need to know about a sale before they drain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainControl {
+    /// Nothing may drain.
+    pub paused: bool,
+    /// Tickets per second for all workers together (0 = no limit).
+    pub outflow_per_sec: u32,
+}
+
+/// Reads the drain control of `sale` from its metadata. A sale whose metadata Redis lost drains
+/// unlimited until the reconciler re-arms it from PostgreSQL.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn drain_control(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+) -> redis::RedisResult<DrainControl> {
+    let mut conn = redis.clone();
+    let (paused, outflow): (Option<u8>, Option<u32>) = redis::cmd("HMGET")
+        .arg(keys.sale_meta(sale))
+        .arg("paused")
+        .arg("outflow")
+        .query_async(&mut conn)
+        .await?;
+    Ok(DrainControl {
+        paused: paused == Some(1),
+        outflow_per_sec: outflow.unwrap_or(0),
+    })
+}
+
+/// Puts `units` more into an armed gate (an admin added stock); `None` when the gate is not
+/// armed, which the reconciler then arms from PostgreSQL, already counting them.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn add_units(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    units: i64,
+) -> redis::RedisResult<Option<i64>> {
+    let script = redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return nil",
+    );
+    let mut conn = redis.clone();
+    script
+        .key(keys.sale_gate(sale))
+        .arg(units)
+        .invoke_async(&mut conn)
+        .await
+}
+
+/// The answer of [`take_units`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The units left the gate; this many remain admittable.
+    Taken(i64),
+    /// The gate holds fewer than asked for (this many): units already admitted are promised.
+    Short(i64),
+    /// The gate is not armed (Redis lost it).
+    Unarmed,
+}
+
+/// Takes `units` out of the gate only if it holds that many, atomically with the door's
+/// admissions: withdrawn stock never includes a unit a buyer was already promised.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn take_units(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    units: i64,
+) -> redis::RedisResult<Taken> {
+    let script = redis::Script::new(
+        "local v = redis.call('GET', KEYS[1])
+         if not v then return {-1, 0} end
+         v = tonumber(v)
+         local n = tonumber(ARGV[1])
+         if v < n then return {0, v} end
+         return {1, redis.call('DECRBY', KEYS[1], n)}",
+    );
+    let mut conn = redis.clone();
+    let (done, value): (i64, i64) = script
+        .key(keys.sale_gate(sale))
+        .arg(units)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(match done {
+        1 => Taken::Taken(value),
+        0 => Taken::Short(value),
+        _ => Taken::Unarmed,
+    })
 }
 
 /// Units the gate still admits, or `None` when the gate is not armed (Redis lost it).

@@ -105,6 +105,9 @@ impl Isolation {
         let _ = js
             .delete_stream(format!("{}_DEAD", self.nats.nats_flash_stream))
             .await;
+        let _ = js
+            .delete_stream(crate::nats::events_stream_name(&self.nats))
+            .await;
         let _ = std::fs::remove_dir_all(&self.key_dir);
     }
 }

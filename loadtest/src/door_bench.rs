@@ -88,6 +88,8 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         ends_at: now + chrono::Duration::hours(1),
         per_member_limit: 1,
         cancelled: false,
+        paused: false,
+        outflow_per_sec: 0,
     };
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 

@@ -7,6 +7,11 @@
 //! (guarded), and queue their payment jobs in the outbox. Only after the commit are the tickets
 //! updated in Redis and the messages acked, so a crash anywhere leads to a redelivery that
 //! reaches the same end state.
+//!
+//! Each sale has its own durable consumer. A pass looks up which sales have tickets waiting,
+//! skips the paused ones, and fetches from the others at most what their outflow limit allows
+//! (a token bucket in Redis shared by every worker process), so a held ticket simply stays in
+//! the stream, in order, without using up its deliveries.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,10 +26,16 @@ use flash_core::{
     jobs::{PaymentJob, TicketMessage},
     nats::{ORDERS_MAX_DELIVER, Subjects},
     redis::Keys,
+    sale_events::{self, SaleEvent},
+    sale_gate,
 };
 use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+/// Longest idle pause when the only waiting sales are held back by their outflow limit: short,
+/// so that the limiter's tokens are used as they come.
+const THROTTLED_PAUSE: Duration = Duration::from_millis(50);
 
 /// What one pass of the drain did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +63,8 @@ pub struct Drainer {
     keys: Keys,
     js: jetstream::Context,
     subjects: Subjects,
-    consumer: PullConsumer,
+    stream: jetstream::stream::Stream,
+    consumers: std::sync::Mutex<HashMap<Uuid, PullConsumer>>,
     batch_size: usize,
     fetch_wait: Duration,
 }
@@ -77,10 +89,10 @@ struct SaleRow {
 }
 
 impl Drainer {
-    /// A drainer on the flash stream's shared durable consumer.
+    /// A drainer of the tickets in the flash `stream`.
     ///
     /// # Errors
-    /// When the consumer cannot be opened.
+    /// Never today; kept fallible so that opening resources at start-up can report failure.
     pub async fn new(
         db: PgPool,
         redis: ConnectionManager,
@@ -90,40 +102,112 @@ impl Drainer {
         stream: &jetstream::stream::Stream,
         settings: DrainSettings,
     ) -> anyhow::Result<Self> {
-        let consumer: PullConsumer = stream
-            .get_consumer(flash_core::nats::ORDERS_CONSUMER)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the orders consumer: {e}"))?;
         Ok(Self {
             db,
             redis,
             keys,
             js,
             subjects,
-            consumer,
+            stream: stream.clone(),
+            consumers: std::sync::Mutex::new(HashMap::new()),
             batch_size: settings.batch_size,
             fetch_wait: settings.fetch_wait,
         })
     }
 
-    /// Takes one batch from the queue and decides every ticket in it.
+    /// One pass: a batch from every sale that has tickets waiting and may drain now (not
+    /// paused, within its outflow). With nothing to do it waits a little before returning
+    /// [`DrainOutcome::Empty`], so an idle loop does not spin.
     ///
     /// # Errors
     /// When NATS, PostgreSQL or Redis fail; the batch's messages are then redelivered.
     pub async fn drain_once(&self) -> anyhow::Result<DrainOutcome> {
+        let mut count = 0;
+        let mut throttled = false;
+        for sale in self.sales_waiting().await? {
+            match self.drain_sale_batch(sale).await? {
+                Some(n) => count += n,
+                None => throttled = true,
+            }
+        }
+        if count > 0 {
+            return Ok(DrainOutcome::Processed(count));
+        }
+        let idle = if throttled {
+            self.fetch_wait.min(THROTTLED_PAUSE)
+        } else {
+            self.fetch_wait
+        };
+        tokio::time::sleep(idle).await;
+        Ok(DrainOutcome::Empty)
+    }
+
+    /// Sales with tickets in the stream (waiting, or delivered and not yet acked).
+    async fn sales_waiting(&self) -> anyhow::Result<Vec<Uuid>> {
+        let mut subjects = self
+            .stream
+            .info_with_subjects(self.subjects.all_flash_tickets())
+            .await
+            .context("listing sales with tickets")?;
+        let mut sales = Vec::new();
+        while let Some(entry) = futures::StreamExt::next(&mut subjects).await {
+            let (subject, count) =
+                entry.map_err(|e| anyhow::anyhow!("listing sales with tickets: {e}"))?;
+            if count > 0 {
+                match self.subjects.sale_of_ticket_subject(&subject) {
+                    Some(sale) => sales.push(sale),
+                    None => tracing::warn!(%subject, "tickets on a subject naming no sale"),
+                }
+            }
+        }
+        Ok(sales)
+    }
+
+    /// Fetches and decides one batch of `sale`: how many tickets it decided, or `None` when the
+    /// sale may not drain now (paused, or its outflow used up).
+    async fn drain_sale_batch(&self, sale: Uuid) -> anyhow::Result<Option<usize>> {
+        let control = sale_gate::drain_control(&self.redis, &self.keys, sale).await?;
+        if control.paused {
+            return Ok(None);
+        }
+        let allowance = if control.outflow_per_sec == 0 {
+            self.batch_size
+        } else {
+            let granted = crate::outflow::take(
+                &self.redis,
+                &self.keys,
+                sale,
+                control.outflow_per_sec,
+                self.batch_size,
+            )
+            .await?;
+            if granted == 0 {
+                return Ok(None);
+            }
+            granted
+        };
+        let consumer = self.consumer(sale).await?;
         let fetched =
-            flash_core::nats::fetch_batch(&self.consumer, self.batch_size, self.fetch_wait).await?;
+            match flash_core::nats::fetch_batch(&consumer, allowance, self.fetch_wait).await {
+                Ok(fetched) => fetched,
+                Err(err) => {
+                    // The consumer may be gone (idle for a day, or deleted): open it afresh next time.
+                    self.forget_consumer(sale);
+                    return Err(err);
+                }
+            };
+        if control.outflow_per_sec > 0 && fetched.len() < allowance {
+            crate::outflow::give_back(&self.redis, &self.keys, sale, allowance - fetched.len())
+                .await?;
+        }
         let count = fetched.len();
-        let mut by_sale: HashMap<Uuid, Vec<(jetstream::Message, TicketMessage)>> = HashMap::new();
+        let mut items = Vec::with_capacity(count);
         for message in fetched {
             match serde_json::from_slice::<TicketMessage>(&message.payload) {
-                Ok(ticket) => by_sale
-                    .entry(ticket.sale_id)
-                    .or_default()
-                    .push((message, ticket)),
-                Err(err) => {
-                    // Not a ticket at all: retrying cannot help.
-                    tracing::error!(error = %err, "unreadable ticket message dropped");
+                Ok(ticket) if ticket.sale_id == sale => items.push((message, ticket)),
+                Ok(_) | Err(_) => {
+                    // Not a ticket of this sale at all: retrying cannot help.
+                    tracing::error!(%sale, "unreadable ticket message dropped");
                     message
                         .ack_with(AckKind::Term)
                         .await
@@ -131,17 +215,38 @@ impl Drainer {
                 }
             }
         }
-        if count == 0 {
-            return Ok(DrainOutcome::Empty);
+        if !items.is_empty()
+            && let Err(err) = self.drain_sale(sale, &mut items).await
+        {
+            tracing::error!(error.cause_chain = ?err, error.message = %err, sale_id = %sale, "draining a sale failed; its tickets will be retried");
+            self.retry_or_bury(sale, &items, &format!("{err:#}"))
+                .await?;
         }
-        for (sale, mut items) in by_sale {
-            if let Err(err) = self.drain_sale(sale, &mut items).await {
-                tracing::error!(error.cause_chain = ?err, error.message = %err, sale_id = %sale, "draining a sale failed; its tickets will be retried");
-                self.retry_or_bury(sale, &items, &format!("{err:#}"))
-                    .await?;
-            }
+        Ok(Some(count))
+    }
+
+    fn forget_consumer(&self, sale: Uuid) {
+        if let Ok(mut consumers) = self.consumers.lock() {
+            consumers.remove(&sale);
         }
-        Ok(DrainOutcome::Processed(count))
+    }
+
+    /// The consumer of `sale`, opened once per process.
+    async fn consumer(&self, sale: Uuid) -> anyhow::Result<PullConsumer> {
+        if let Some(found) = self
+            .consumers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("consumer cache poisoned"))?
+            .get(&sale)
+        {
+            return Ok(found.clone());
+        }
+        let opened = flash_core::nats::orders_consumer(&self.stream, &self.subjects, sale).await?;
+        self.consumers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("consumer cache poisoned"))?
+            .insert(sale, opened.clone());
+        Ok(opened)
     }
 
     /// After a failed attempt: tickets with deliveries left are redelivered after a pause;
@@ -298,11 +403,37 @@ impl Drainer {
             .arg(self.keys.sale_served(sale))
             .arg(highest)
             .ignore();
+        // The measured outflow, for the waiting room's estimates: tickets decided per second
+        // over windows of about a second, published when a window closes.
+        pipe.cmd("EVAL")
+            .arg(MEASURE_RATE)
+            .arg(2)
+            .arg(self.keys.sale_drain_rate(sale))
+            .arg(self.keys.sale_drain_window(sale))
+            .arg(items.len())
+            .ignore();
         let mut conn = self.redis.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 }
+
+/// KEYS: rate, window; ARGV: tickets just decided. Server time, so every worker agrees.
+const MEASURE_RATE: &str = "
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = redis.call('HMGET', KEYS[2], 'start', 'count')
+local start, count = tonumber(w[1]), tonumber(w[2])
+if start and now - start < 1000 then
+  redis.call('HINCRBY', KEYS[2], 'count', ARGV[1])
+  return 0
+end
+if start and now > start then
+  redis.call('SET', KEYS[1], tostring(count * 1000 / (now - start)), 'EX', 60)
+end
+redis.call('HSET', KEYS[2], 'start', now, 'count', ARGV[1])
+redis.call('EXPIRE', KEYS[2], 60)
+return 1";
 
 /// Decides every ticket of one sale's share of a batch, inside `conn`'s transaction.
 async fn decide(
@@ -424,15 +555,21 @@ async fn decide(
     .await?;
     let taken = i32::try_from(orders.len()).context("batch too large")?;
     // INVARIANT: quantity_left never < 0, and drops by exactly the orders inserted.
-    let updated = sqlx::query("update flash_sales set quantity_left = quantity_left - $2 where flash_sale_id = $1 and quantity_left >= $2")
-        .bind(sale)
-        .bind(taken)
-        .execute(&mut *conn)
-        .await?;
-    anyhow::ensure!(
-        updated.rows_affected() == 1,
-        "quantity_left of sale {sale} would go negative"
-    );
+    let left_now: Option<i32> = sqlx::query_scalar(
+        "update flash_sales set quantity_left = quantity_left - $2
+         where flash_sale_id = $1 and quantity_left >= $2
+         returning quantity_left",
+    )
+    .bind(sale)
+    .bind(taken)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(left_now) = left_now else {
+        anyhow::bail!("quantity_left of sale {sale} would go negative");
+    };
+    if left_now == 0 {
+        sale_events::record(&mut *conn, sale, SaleEvent::SoldOut).await?;
+    }
     let jobs: Vec<String> = orders
         .iter()
         .map(|order| {

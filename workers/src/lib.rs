@@ -10,6 +10,7 @@ pub mod config;
 mod drain;
 mod email;
 mod outbox;
+mod outflow;
 mod payment;
 mod reconciler;
 
@@ -71,6 +72,8 @@ impl App {
         let js = flash_core::nats::jetstream(nats.clone(), &config.nats);
         let stream = flash_core::nats::ensure_flash_queue(&js, &config.nats).await?;
         flash_core::nats::ensure_jobs_stream(&js, &config.nats).await?;
+        // The relay publishes sale events there.
+        flash_core::nats::ensure_events_stream(&js, &config.nats).await?;
         let jobs = js
             .get_stream(&config.nats.nats_jobs_stream)
             .await

@@ -5,6 +5,11 @@
 //! tickets still waiting in the queue (they were admitted but not yet drained), with `SET NX`
 //! so it never undoes admissions made meanwhile. Counting a ticket that is being drained both
 //! in `quantity_left` and in the queue only under-admits, never over-admits.
+//!
+//! Each pass also announces the sales whose start or end time has passed (the `started` and
+//! `ended` sale events): nothing else notices a time passing. The announcement is marked on
+//! the sale row in the same transaction as its outbox entry, so it goes out once however many
+//! worker processes reconcile.
 
 use anyhow::Context;
 use async_nats::jetstream;
@@ -12,6 +17,7 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     nats::Subjects,
     redis::Keys,
+    sale_events::{self, SaleEvent},
     sale_gate::{self, Arm, SaleMeta},
 };
 use futures::StreamExt;
@@ -36,6 +42,8 @@ struct LiveSale {
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     cancelled_at: Option<DateTime<Utc>>,
+    paused_at: Option<DateTime<Utc>>,
+    outflow_per_sec: i32,
 }
 
 impl Reconciler {
@@ -61,8 +69,10 @@ impl Reconciler {
     /// # Errors
     /// When PostgreSQL, Redis or NATS fail.
     pub async fn reconcile_once(&self) -> anyhow::Result<usize> {
+        self.announce().await?;
         let sales: Vec<LiveSale> = sqlx::query_as(
-            "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at
+            "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at,
+                    paused_at, outflow_per_sec
              from flash_sales where ends_at > now()",
         )
         .fetch_all(&self.db)
@@ -88,6 +98,8 @@ impl Reconciler {
                 ends_at: sale.ends_at,
                 per_member_limit: sale.per_member_limit,
                 cancelled: sale.cancelled_at.is_some(),
+                paused: sale.paused_at.is_some(),
+                outflow_per_sec: u32::try_from(sale.outflow_per_sec).unwrap_or(0),
             };
             sale_gate::arm(
                 &self.redis,
@@ -103,6 +115,33 @@ impl Reconciler {
             armed += 1;
         }
         Ok(armed)
+    }
+
+    /// Writes the `started` and `ended` events of sales whose time has come.
+    async fn announce(&self) -> anyhow::Result<()> {
+        let mut tx = self.db.begin().await?;
+        let started: Vec<Uuid> = sqlx::query_scalar(
+            "update flash_sales set started_announced_at = now()
+             where started_announced_at is null and starts_at <= now() and cancelled_at is null
+             returning flash_sale_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for sale in started {
+            sale_events::record(&mut tx, sale, SaleEvent::Started).await?;
+        }
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "update flash_sales set ended_announced_at = now()
+             where ended_announced_at is null and ends_at <= now() and cancelled_at is null
+             returning flash_sale_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for sale in ended {
+            sale_events::record(&mut tx, sale, SaleEvent::Ended { early: false }).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Tickets of `sale` still waiting in the queue.

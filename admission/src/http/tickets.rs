@@ -37,8 +37,8 @@ const LONG_POLL_STEP: Duration = Duration::from_millis(250);
 pub(crate) struct TicketBody {
     ticket_id: Uuid,
     sale_id: Uuid,
-    /// `queued`, then `ordered` (with `order_id`), `paid` or `cancelled`; or `sold_out`,
-    /// `rejected`, `failed`, `expired`.
+    /// `queued` (shown as `paused` while an admin holds the sale), then `ordered` (with
+    /// `order_id`), `paid` or `cancelled`; or `sold_out`, `rejected`, `failed`, `expired`.
     status: String,
     /// Tickets ahead of this one (queued tickets only).
     position: Option<i64>,
@@ -54,15 +54,21 @@ impl TicketBody {
     fn from_state(ticket: Uuid, state: &TicketState) -> Self {
         let queued = state.status == "queued";
         let position = queued.then(|| (state.seq - state.served).max(0));
-        let eta_ms = position.filter(|_| state.drain_rate > 0.0).map(|p| {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-            let ms = (p as f64 / state.drain_rate * 1000.0) as i64;
-            ms
-        });
+        let eta_ms = position
+            .filter(|_| state.drain_rate > 0.0 && !state.paused)
+            .map(|p| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                let ms = (p as f64 / state.drain_rate * 1000.0) as i64;
+                ms
+            });
         Self {
             ticket_id: ticket,
             sale_id: state.sale,
-            status: state.status.clone(),
+            status: if queued && state.paused {
+                "paused".to_owned()
+            } else {
+                state.status.clone()
+            },
             position,
             eta_ms,
             // Far-back buyers poll less often: 250 ms at the front, up to 10 s.

@@ -100,6 +100,8 @@ impl TestApp {
             ends_at: starts_at + Duration::hours(1),
             per_member_limit: 1,
             cancelled: false,
+            paused: false,
+            outflow_per_sec: 0,
         };
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)
             .await

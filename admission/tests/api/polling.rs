@@ -186,3 +186,31 @@ async fn a_logged_out_token_is_refused_within_a_second_despite_the_cache(db: PgP
     .await;
     app.teardown().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_paused_sale_still_admits_and_its_buyers_see_paused(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let meta = app.keys.sale_meta(sale);
+    let mut redis = app.redis.clone();
+    let _: () = redis.hset(&meta, "paused", 1).await.unwrap();
+    // The workers measured an outflow: a paused sale still promises no wait.
+    let _: () = redis
+        .set(app.keys.sale_drain_rate(sale), 50.0)
+        .await
+        .unwrap();
+    let buyer = app.buyer();
+
+    let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+    let ticket = entered["ticket_id"].as_str().unwrap().to_owned();
+    let paused = json(app.poll(&ticket, &buyer, "", None).await, StatusCode::OK).await;
+    let _: () = redis.hset(&meta, "paused", 0).await.unwrap();
+    let resumed = json(app.poll(&ticket, &buyer, "", None).await, StatusCode::OK).await;
+
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(paused["position"], 1);
+    assert_eq!(paused["eta_ms"], Value::Null);
+    assert_eq!(resumed["status"], "queued");
+    assert!(resumed["eta_ms"].as_i64().is_some(), "{resumed}");
+    app.teardown().await;
+}

@@ -17,6 +17,7 @@ use flash_core::{
     extract::{Json, Path, Query},
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody},
+    sale_events::{self, SaleEvent},
     sale_gate::{self, Arm, SaleMeta},
 };
 use serde::{Deserialize, Serialize};
@@ -36,10 +37,11 @@ pub(super) fn router() -> Router<AppState> {
             get(get_flash_sale).patch(update_flash_sale),
         )
         .route("/flash-sales/{id}/cancel", post(cancel_flash_sale))
+        .merge(super::sale_control::router())
 }
 
 /// Largest sale accepted.
-const MAX_QUANTITY: i64 = 10_000_000;
+pub(super) const MAX_QUANTITY: i64 = 10_000_000;
 
 /// Where a sale is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -57,21 +59,23 @@ pub(crate) enum SaleStatus {
 
 /// A flash sale as stored.
 #[derive(Debug, sqlx::FromRow)]
-struct SaleRow {
-    flash_sale_id: Uuid,
-    product_id: Uuid,
+pub(super) struct SaleRow {
+    pub(super) flash_sale_id: Uuid,
+    pub(super) product_id: Uuid,
     price_cents: i64,
     currency: String,
-    quantity: i32,
-    quantity_left: i32,
+    pub(super) quantity: i32,
+    pub(super) quantity_left: i32,
     per_member_limit: i32,
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     cancelled_at: Option<DateTime<Utc>>,
+    pub(super) paused_at: Option<DateTime<Utc>>,
+    pub(super) outflow_per_sec: i32,
 }
 
 impl SaleRow {
-    fn status(&self, now: DateTime<Utc>) -> SaleStatus {
+    pub(super) fn status(&self, now: DateTime<Utc>) -> SaleStatus {
         if self.cancelled_at.is_some() {
             SaleStatus::Cancelled
         } else if now < self.starts_at {
@@ -83,16 +87,18 @@ impl SaleRow {
         }
     }
 
-    fn meta(&self) -> SaleMeta {
+    pub(super) fn meta(&self) -> SaleMeta {
         SaleMeta {
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             per_member_limit: self.per_member_limit,
             cancelled: self.cancelled_at.is_some(),
+            paused: self.paused_at.is_some(),
+            outflow_per_sec: u32::try_from(self.outflow_per_sec).unwrap_or(0),
         }
     }
 
-    fn into_body(self, remaining: i64) -> SaleBody {
+    pub(super) fn into_body(self, remaining: i64) -> SaleBody {
         let status = self.status(Utc::now());
         SaleBody {
             id: self.flash_sale_id,
@@ -105,6 +111,8 @@ impl SaleRow {
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             status,
+            paused: self.paused_at.is_some(),
+            outflow_per_sec: self.outflow_per_sec,
         }
     }
 }
@@ -112,9 +120,10 @@ impl SaleRow {
 macro_rules! sale_columns {
     () => {
         "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
-         starts_at, ends_at, cancelled_at"
+         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec"
     };
 }
+pub(super) use sale_columns;
 
 /// A flash sale as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -133,10 +142,14 @@ pub(crate) struct SaleBody {
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     status: SaleStatus,
+    /// An admin holds the sale: entries still get tickets, nothing drains.
+    paused: bool,
+    /// Tickets per second turned into orders (0 = as fast as possible).
+    outflow_per_sec: i32,
 }
 
 /// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
-async fn remaining(state: &AppState, sale: &SaleRow) -> i64 {
+pub(super) async fn remaining(state: &AppState, sale: &SaleRow) -> i64 {
     if matches!(
         sale.status(Utc::now()),
         SaleStatus::Upcoming | SaleStatus::Live
@@ -254,11 +267,11 @@ pub(crate) async fn get_flash_sale(
     Ok(Json(sale.into_body(units)))
 }
 
-fn not_found(id: Uuid) -> ApiError {
+pub(super) fn not_found(id: Uuid) -> ApiError {
     ApiError::not_found(format!("no flash sale {id}"))
 }
 
-async fn fetch_sale(
+pub(super) async fn fetch_sale(
     conn: &mut PgConnection,
     id: Uuid,
     lock: bool,
@@ -371,6 +384,15 @@ pub(crate) async fn create_flash_sale(
     .bind(new.ends_at)
     .fetch_one(&mut *tx)
     .await?;
+    sale_events::record(
+        &mut tx,
+        sale.flash_sale_id,
+        SaleEvent::Armed {
+            quantity: sale.quantity,
+            starts_at: sale.starts_at,
+        },
+    )
+    .await?;
     tx.commit().await?;
     state
         .cache
@@ -389,7 +411,7 @@ pub(crate) async fn create_flash_sale(
 
 /// Takes `quantity` units (negative: gives them back) from an active product's stock, in the
 /// caller's transaction; returns the product's currency and new version.
-async fn reserve_stock(
+pub(super) async fn reserve_stock(
     conn: &mut PgConnection,
     product: Uuid,
     quantity: i64,
@@ -574,6 +596,7 @@ pub(crate) async fn cancel_flash_sale(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
+    sale_events::record(&mut tx, id, SaleEvent::Cancelled).await?;
     tx.commit().await?;
     state.cache.invalidate(sale.product_id, version).await;
     arm_gate(&state, &cancelled, Arm::Replace).await;

@@ -3,6 +3,7 @@
 mod flash_sales;
 mod orders;
 mod products;
+mod sale_control;
 
 use std::sync::Arc;
 
@@ -70,6 +71,12 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
         flash_sales::create_flash_sale,
         flash_sales::update_flash_sale,
         flash_sales::cancel_flash_sale,
+        sale_control::pause_sale,
+        sale_control::resume_sale,
+        sale_control::set_outflow,
+        sale_control::change_stock,
+        sale_control::end_sale,
+        sale_control::sale_audit,
         orders::create_order,
         orders::list_orders,
         orders::get_order,

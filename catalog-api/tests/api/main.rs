@@ -8,3 +8,4 @@ mod helpers;
 mod flash_sales;
 mod orders;
 mod products;
+mod sale_control;

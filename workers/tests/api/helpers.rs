@@ -78,6 +78,9 @@ impl Env {
         flash_core::nats::ensure_jobs_stream(&self.js, &self.iso.nats)
             .await
             .unwrap();
+        flash_core::nats::ensure_events_stream(&self.js, &self.iso.nats)
+            .await
+            .unwrap();
         Relay::new(
             self.db.clone(),
             self.js.clone(),
@@ -207,6 +210,21 @@ impl Env {
         )
         .await
         .unwrap();
+    }
+
+    /// Holds or releases the sale, and sets its outflow, as catalog-api does.
+    pub(crate) async fn control(&self, paused: bool, outflow_per_sec: u32) {
+        let meta = flash_core::sale_gate::SaleMeta {
+            starts_at: chrono::Utc::now() - chrono::Duration::minutes(1),
+            ends_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            per_member_limit: 1,
+            cancelled: false,
+            paused,
+            outflow_per_sec,
+        };
+        flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
+            .await
+            .unwrap();
     }
 
     /// Runs the drain until the queue is empty; returns the tickets processed.

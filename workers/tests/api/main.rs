@@ -4,6 +4,7 @@
 // A failed unwrap is how a test reports an unexpected answer.
 #![allow(clippy::unwrap_used)]
 
+mod control;
 mod crash;
 mod drain;
 mod email;

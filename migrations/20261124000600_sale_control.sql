@@ -1,0 +1,31 @@
+-- Waiting-room control: pause, outflow, runtime stock changes and early end of a running sale,
+-- each audited; and the bookkeeping that makes every sale event go out exactly once.
+
+alter table flash_sales
+    -- Set while an admin holds the sale: entries still get tickets, nothing drains.
+    add column paused_at timestamptz,
+    -- Tickets per second the workers turn into orders, across all worker processes together;
+    -- 0 = as fast as they can.
+    add column outflow_per_sec integer not null default 0,
+    -- When the `started` and `ended` events were written to the outbox (once per sale).
+    add column started_announced_at timestamptz,
+    add column ended_announced_at timestamptz,
+    add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0);
+
+-- Sales that started or ended before events existed are not announced after the fact.
+update flash_sales set started_announced_at = starts_at where starts_at <= now();
+update flash_sales set ended_announced_at = ends_at where ends_at <= now() or cancelled_at is not null;
+
+-- Who changed what on a running sale, and when. Written in the same transaction as the change.
+create table flash_sale_audit (
+    audit_id       uuid primary key,
+    flash_sale_id  uuid not null references flash_sales (flash_sale_id),
+    admin_id       uuid not null references members (member_id),
+    action         text not null,
+    -- The change itself, e.g. {"delta": 20} or {"from": 0, "to": 50}.
+    detail         jsonb not null default '{}',
+    at             timestamptz not null default now(),
+    constraint flash_sale_audit_action_check check (action in (
+        'paused', 'resumed', 'outflow_changed', 'stock_added', 'stock_withdrawn', 'ended'))
+);
+create index flash_sale_audit_sale_idx on flash_sale_audit (flash_sale_id, at, audit_id);
