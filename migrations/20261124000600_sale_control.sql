@@ -7,10 +7,13 @@ alter table flash_sales
     -- Tickets per second the workers turn into orders, across all worker processes together;
     -- 0 = as fast as they can.
     add column outflow_per_sec integer not null default 0,
+    -- Buyers who may wait for a unit to come back once the gate is empty; 0 = no waitlist.
+    add column waitlist_limit integer not null default 0,
     -- When the `started` and `ended` events were written to the outbox (once per sale).
     add column started_announced_at timestamptz,
     add column ended_announced_at timestamptz,
-    add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0);
+    add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0),
+    add constraint flash_sales_waitlist_limit_check check (waitlist_limit >= 0);
 
 -- Sales that started or ended before events existed are not announced after the fact.
 update flash_sales set started_announced_at = starts_at where starts_at <= now();

@@ -3,7 +3,10 @@
 //! Under the sale's hash tag `{sale:<id>}` (so it runs on Redis Cluster) the script returns the
 //! buyer's existing ticket if they have one (re-entry never takes a second unit), else checks
 //! the sale window, takes a unit from the gate and creates a `queued` ticket with the next
-//! sequence number, or records a `sold_out` ticket when the gate is empty.
+//! sequence number, or — the gate empty — puts the buyer on the sale's waitlist while it has
+//! room, or records a `sold_out` ticket. While anyone is waitlisted, newcomers join the
+//! waitlist even if a unit came back: a returned unit goes to the first waitlisted buyer (the
+//! workers' promoter), never to whoever happens to arrive next.
 
 use std::{
     collections::HashMap,
@@ -15,14 +18,15 @@ use flash_core::{domain::MemberId, redis::Keys};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
-/// KEYS: gate, seq, member index, meta, ticket. ARGV: ticket id, member id, now (ms).
+/// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq.
+/// ARGV: ticket id, member id, now (ms).
 const ENTER: &str = r"
 local existing = redis.call('GET', KEYS[3])
 if existing then
   local t = redis.call('HMGET', KEYS[5]:sub(1, -37) .. existing, 'status', 'seq')
   return {'existing', existing, t[1] or 'queued', t[2] or '0'}
 end
-local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled')
+local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist')
 if not meta[1] then return {'unknown'} end
 local now = tonumber(ARGV[3])
 if meta[3] == '1' or now >= tonumber(meta[2]) then return {'ended'} end
@@ -30,10 +34,21 @@ if now < tonumber(meta[1]) then return {'early', meta[1]} end
 local expire_at = tonumber(meta[2]) + 86400000
 local status = 'sold_out'
 local seq = 0
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+local waitlist = tonumber(meta[4] or '0')
+local waiting = 0
+if waitlist > 0 then waiting = redis.call('LLEN', KEYS[6]) end
+if waiting == 0 and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
   redis.call('DECR', KEYS[1])
   seq = redis.call('INCR', KEYS[2])
   status = 'queued'
+elseif waiting < waitlist then
+  seq = redis.call('INCR', KEYS[7])
+  status = 'waitlisted'
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[6], expire_at)
+  redis.call('PEXPIREAT', KEYS[7], expire_at)
+  redis.call('HSET', KEYS[5], 'wseq', seq)
+  seq = 0
 end
 redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq)
 redis.call('PEXPIREAT', KEYS[5], expire_at)
@@ -67,7 +82,9 @@ pub(crate) enum Entry {
     },
     /// A unit was taken: a new queued ticket.
     Queued { ticket: Uuid, seq: i64 },
-    /// The gate was empty: a new sold-out ticket.
+    /// The gate was empty (or others wait already) and the waitlist had room.
+    Waitlisted { ticket: Uuid },
+    /// The gate was empty and so was the waitlist's room: a new sold-out ticket.
     SoldOut { ticket: Uuid },
     /// The sale opens later.
     Early { starts_at: DateTime<Utc> },
@@ -91,7 +108,19 @@ pub(crate) struct TicketState {
     pub(crate) drain_rate: f64,
     /// An admin holds the sale: nothing drains until it resumes.
     pub(crate) paused: bool,
+    /// Waitlisted buyers ahead of this one plus one (waitlisted tickets only).
+    pub(crate) waitlist_position: Option<i64>,
 }
+
+/// One poll's read: the ticket hash, the served counter, the drain rate, the paused flag and
+/// how many have left the waitlist.
+type TicketReply = (
+    HashMap<String, String>,
+    Option<i64>,
+    Option<f64>,
+    Option<u8>,
+    Option<i64>,
+);
 
 /// Tickets whose sale this process knows; a ticket never changes sale, so polls skip the
 /// index lookup after the first. Bounded: cleared when full.
@@ -153,6 +182,8 @@ impl Gate {
             .key(self.keys.member_ticket(sale, member.get()))
             .key(self.keys.sale_meta(sale))
             .key(self.keys.ticket(sale, candidate))
+            .key(self.keys.sale_waitlist(sale))
+            .key(self.keys.sale_waitlist_seq(sale))
             .arg(candidate.to_string())
             .arg(member.get().to_string())
             .arg(now.timestamp_millis())
@@ -210,12 +241,7 @@ impl Gate {
                 sale
             }
         };
-        let (fields, served, rate, paused): (
-            HashMap<String, String>,
-            Option<i64>,
-            Option<f64>,
-            Option<u8>,
-        ) = redis::pipe()
+        let (fields, served, rate, paused, waitlist_left): TicketReply = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys.ticket(sale, ticket))
             .cmd("GET")
@@ -225,6 +251,8 @@ impl Gate {
             .cmd("HGET")
             .arg(self.keys.sale_meta(sale))
             .arg("paused")
+            .cmd("GET")
+            .arg(self.keys.sale_waitlist_left(sale))
             .query_async(&mut conn)
             .await?;
         let (Some(member), Some(status)) = (fields.get("member"), fields.get("status")) else {
@@ -242,6 +270,10 @@ impl Gate {
             served: served.unwrap_or(0),
             drain_rate: rate.unwrap_or(0.0),
             paused: paused == Some(1),
+            waitlist_position: (status == "waitlisted")
+                .then(|| fields.get("wseq").and_then(|s| s.parse::<i64>().ok()))
+                .flatten()
+                .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
         }))
     }
 }
@@ -265,6 +297,7 @@ fn parse_entry(reply: &[String]) -> Entry {
             seq: seq(2),
         },
         Some("sold_out") => Entry::SoldOut { ticket: ticket() },
+        Some("waitlisted") => Entry::Waitlisted { ticket: ticket() },
         Some("early") => Entry::Early {
             starts_at: reply
                 .get(1)

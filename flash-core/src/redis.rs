@@ -90,6 +90,27 @@ impl Keys {
         format!("{}{{sale:{sale}}}:outflow", self.prefix)
     }
 
+    /// The sale's waitlist: ticket ids, first come first served.
+    pub fn sale_waitlist(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:waitlist", self.prefix)
+    }
+
+    /// Counter handing out waitlist numbers (waitlist position = number - left).
+    pub fn sale_waitlist_seq(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:waitlist-seq", self.prefix)
+    }
+
+    /// How many tickets have left the waitlist (promoted or sold out), in order.
+    pub fn sale_waitlist_left(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:waitlist-left", self.prefix)
+    }
+
+    /// Waitlisted tickets being promoted: taken off the waitlist with their unit, not yet
+    /// confirmed in the queue. A promoter that crashed is finished by the next one.
+    pub fn sale_promoting(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:promoting", self.prefix)
+    }
+
     /// The ticket a member holds in a sale (one entry per member per sale).
     pub fn member_ticket(&self, sale: Uuid, member: Uuid) -> String {
         format!("{}{{sale:{sale}}}:member:{member}", self.prefix)
@@ -98,7 +119,12 @@ impl Keys {
     /// A ticket's state (hash: member, seq, status, order_id), under its sale's hash tag so the
     /// gate script can create it atomically with taking the unit.
     pub fn ticket(&self, sale: Uuid, ticket: Uuid) -> String {
-        format!("{}{{sale:{sale}}}:ticket:{ticket}", self.prefix)
+        format!("{}{ticket}", self.ticket_prefix(sale))
+    }
+
+    /// What every ticket key of a sale starts with, for scripts that name tickets by id.
+    pub fn ticket_prefix(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:ticket:", self.prefix)
     }
 
     /// A `SCAN MATCH` pattern for every ticket of a sale: audits and clean-ups walk them.

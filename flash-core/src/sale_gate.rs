@@ -28,6 +28,8 @@ pub struct SaleMeta {
     pub paused: bool,
     /// Tickets per second the workers turn into orders, all processes together (0 = no limit).
     pub outflow_per_sec: u32,
+    /// Buyers who may wait for a returned unit once the gate is empty (0 = no waitlist).
+    pub waitlist_limit: u32,
 }
 
 /// How the gate is written when arming.
@@ -113,6 +115,8 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .arg(u8::from(meta.paused))
         .arg("outflow")
         .arg(meta.outflow_per_sec)
+        .arg("waitlist")
+        .arg(meta.waitlist_limit)
         .ignore();
 }
 

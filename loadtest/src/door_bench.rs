@@ -90,6 +90,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         cancelled: false,
         paused: false,
         outflow_per_sec: 0,
+        waitlist_limit: 0,
     };
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 

@@ -70,4 +70,7 @@ pub struct Config {
     /// How often the reconciler re-arms gates of live sales that Redis lost.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 2000)]
     pub reconcile_interval_ms: u64,
+    /// How often returned units are handed to waitlisted buyers.
+    #[arg(long, env = "WAITLIST_INTERVAL_MS", default_value_t = 250)]
+    pub waitlist_interval_ms: u64,
 }

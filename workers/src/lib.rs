@@ -13,6 +13,7 @@ mod outbox;
 mod outflow;
 mod payment;
 mod reconciler;
+mod waitlist;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -30,6 +31,7 @@ pub use email::{Delivery, Emails};
 pub use outbox::Relay;
 pub use payment::{ChargeError, PaymentProvider, Payments, SimulatedProvider};
 pub use reconciler::Reconciler;
+pub use waitlist::{Promoter, Promotions};
 
 /// Pause after a failed pass, so a down dependency is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -39,10 +41,12 @@ pub struct App {
     server: Server,
     drainer: Drainer,
     reconciler: Reconciler,
+    promoter: Promoter,
     relay: Relay,
     payments: Payments<SimulatedProvider>,
     emails: Emails,
     reconcile_every: Duration,
+    promote_every: Duration,
     shutdown: CancellationToken,
 }
 
@@ -118,6 +122,13 @@ impl App {
             settings,
         )
         .await?;
+        let promoter = Promoter::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            js.clone(),
+            Subjects::new(&config.nats.nats_subject_prefix),
+        );
         let reconciler = Reconciler::new(
             pool.clone(),
             redis.clone(),
@@ -138,10 +149,12 @@ impl App {
             server,
             drainer,
             reconciler,
+            promoter,
             relay,
             payments,
             emails,
             reconcile_every: Duration::from_millis(config.reconcile_interval_ms),
+            promote_every: Duration::from_millis(config.waitlist_interval_ms),
             shutdown,
         })
     }
@@ -164,10 +177,12 @@ impl App {
             server,
             drainer,
             reconciler,
+            promoter,
             relay,
             payments,
             emails,
             reconcile_every,
+            promote_every,
             shutdown,
         } = self;
         let stop = shutdown.clone();
@@ -210,8 +225,20 @@ impl App {
                 }
             }
         });
+        let stop = shutdown.clone();
+        let promote = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(promote_every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => if let Err(err) = promoter.promote_once().await {
+                        tracing::error!(error.cause_chain = ?err, error.message = %err, "waitlist pass failed");
+                    },
+                }
+            }
+        });
         let served = server.run().await;
-        let _ = tokio::join!(drain, reconcile, relaying, paying, mailing);
+        let _ = tokio::join!(drain, reconcile, promote, relaying, paying, mailing);
         served
     }
 }

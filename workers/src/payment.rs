@@ -237,6 +237,19 @@ impl<P: PaymentProvider> Payments<P> {
         if status != "pending" {
             return Ok(());
         }
+        // An order cancelled before its charge ran is not charged at all.
+        let voided = sqlx::query(
+            "update payments set status = 'failed', last_error = 'order cancelled before the charge'
+             where order_id = $1 and status = 'pending'
+               and exists (select 1 from orders where order_id = $1 and status = 'cancelled')",
+        )
+        .bind(order)
+        .execute(&self.db)
+        .await?;
+        if voided.rows_affected() == 1 {
+            metrics::counter!("flash_workers_payments_total", "outcome" => "voided").increment(1);
+            return Ok(());
+        }
         let outcome = self
             .provider
             .charge(&order.to_string(), amount_cents, currency)
@@ -261,6 +274,16 @@ impl<P: PaymentProvider> Payments<P> {
                             currency,
                         }
                     })
+                    .await?;
+                } else {
+                    // Cancelled while the charge was under way: the money goes back.
+                    sqlx::query(
+                        "insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)",
+                    )
+                    .bind(Uuid::now_v7())
+                    .bind(PaymentJob::SUBJECT)
+                    .bind(serde_json::to_string(&PaymentJob::Refund { order_id: order })?)
+                    .execute(&mut *tx)
                     .await?;
                 }
                 metrics::counter!("flash_workers_payments_total", "outcome" => "succeeded")

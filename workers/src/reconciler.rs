@@ -44,6 +44,7 @@ struct LiveSale {
     cancelled_at: Option<DateTime<Utc>>,
     paused_at: Option<DateTime<Utc>>,
     outflow_per_sec: i32,
+    waitlist_limit: i32,
 }
 
 impl Reconciler {
@@ -72,7 +73,7 @@ impl Reconciler {
         self.announce().await?;
         let sales: Vec<LiveSale> = sqlx::query_as(
             "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at,
-                    paused_at, outflow_per_sec
+                    paused_at, outflow_per_sec, waitlist_limit
              from flash_sales where ends_at > now()",
         )
         .fetch_all(&self.db)
@@ -100,6 +101,7 @@ impl Reconciler {
                 cancelled: sale.cancelled_at.is_some(),
                 paused: sale.paused_at.is_some(),
                 outflow_per_sec: u32::try_from(sale.outflow_per_sec).unwrap_or(0),
+                waitlist_limit: u32::try_from(sale.waitlist_limit).unwrap_or(0),
             };
             sale_gate::arm(
                 &self.redis,

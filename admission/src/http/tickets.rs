@@ -38,7 +38,8 @@ pub(crate) struct TicketBody {
     ticket_id: Uuid,
     sale_id: Uuid,
     /// `queued` (shown as `paused` while an admin holds the sale), then `ordered` (with
-    /// `order_id`), `paid` or `cancelled`; or `sold_out`, `rejected`, `failed`, `expired`.
+    /// `order_id`), `paid` or `cancelled`; or `waitlisted` (then `queued` when a unit comes
+    /// back to them, or `sold_out` at the end), `sold_out`, `rejected`, `failed`, `expired`.
     status: String,
     /// Tickets ahead of this one (queued tickets only).
     position: Option<i64>,
@@ -48,6 +49,9 @@ pub(crate) struct TicketBody {
     poll_after_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     order_id: Option<Uuid>,
+    /// Place on the waitlist, 1 = next to get a unit that comes back (waitlisted tickets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waitlist_position: Option<i64>,
 }
 
 impl TicketBody {
@@ -71,18 +75,23 @@ impl TicketBody {
             },
             position,
             eta_ms,
-            // Far-back buyers poll less often: 250 ms at the front, up to 10 s.
-            poll_after_ms: position.map(|p| (250 + p.saturating_mul(2)).min(10_000)),
+            // Far-back buyers poll less often: 250 ms at the front, up to 10 s. A waitlisted
+            // buyer waits on returned units, which come slowly.
+            poll_after_ms: position
+                .map(|p| (250 + p.saturating_mul(2)).min(10_000))
+                .or(state.waitlist_position.map(|_| 2_000)),
             order_id: state.order_id,
+            waitlist_position: state.waitlist_position,
         }
     }
 
     fn etag(&self) -> String {
         let order = self.order_id.map(|o| o.to_string()).unwrap_or_default();
         format!(
-            "\"{}-{}-{order}\"",
+            "\"{}-{}-{}-{order}\"",
             self.status,
-            self.position.unwrap_or(-1)
+            self.position.unwrap_or(-1),
+            self.waitlist_position.unwrap_or(-1)
         )
     }
 }
@@ -94,7 +103,7 @@ impl TicketBody {
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Flash sale id")),
     responses(
-        (status = 202, description = "A new ticket, durably queued", body = TicketBody),
+        (status = 202, description = "A new ticket, durably queued, or a new place on the waitlist", body = TicketBody),
         (status = 200, description = "The buyer's existing ticket, or a new sold-out one", body = TicketBody),
         (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
@@ -159,8 +168,22 @@ pub(crate) async fn create_ticket(
                 eta_ms: None,
                 poll_after_ms: Some(250),
                 order_id: None,
+                waitlist_position: None,
             };
             Ok(ticket_response(StatusCode::ACCEPTED, body))
+        }
+        Entry::Waitlisted { ticket } => {
+            state.gate.index(sale, ticket).await?;
+            metrics::counter!("flash_admission_tickets_total", "outcome" => "waitlisted")
+                .increment(1);
+            let current =
+                state.gate.ticket(ticket).await?.ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
+                })?;
+            Ok(ticket_response(
+                StatusCode::ACCEPTED,
+                TicketBody::from_state(ticket, &current),
+            ))
         }
         Entry::SoldOut { ticket } => {
             state.gate.index(sale, ticket).await?;
@@ -174,6 +197,7 @@ pub(crate) async fn create_ticket(
                 eta_ms: None,
                 poll_after_ms: None,
                 order_id: None,
+                waitlist_position: None,
             };
             Ok(ticket_response(StatusCode::OK, body))
         }
@@ -325,6 +349,7 @@ async fn load_ticket(
                 eta_ms: None,
                 poll_after_ms: None,
                 order_id: Some(order_id),
+                waitlist_position: None,
             })
         }
         _ => Err(not_found()),

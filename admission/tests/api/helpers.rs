@@ -102,6 +102,7 @@ impl TestApp {
             cancelled: false,
             paused: false,
             outflow_per_sec: 0,
+            waitlist_limit: 0,
         };
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)
             .await

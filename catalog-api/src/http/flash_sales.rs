@@ -72,6 +72,7 @@ pub(super) struct SaleRow {
     cancelled_at: Option<DateTime<Utc>>,
     pub(super) paused_at: Option<DateTime<Utc>>,
     pub(super) outflow_per_sec: i32,
+    waitlist_limit: i32,
 }
 
 impl SaleRow {
@@ -95,6 +96,7 @@ impl SaleRow {
             cancelled: self.cancelled_at.is_some(),
             paused: self.paused_at.is_some(),
             outflow_per_sec: u32::try_from(self.outflow_per_sec).unwrap_or(0),
+            waitlist_limit: u32::try_from(self.waitlist_limit).unwrap_or(0),
         }
     }
 
@@ -113,6 +115,7 @@ impl SaleRow {
             status,
             paused: self.paused_at.is_some(),
             outflow_per_sec: self.outflow_per_sec,
+            waitlist_limit: self.waitlist_limit,
         }
     }
 }
@@ -120,7 +123,7 @@ impl SaleRow {
 macro_rules! sale_columns {
     () => {
         "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
-         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec"
+         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit"
     };
 }
 pub(super) use sale_columns;
@@ -146,6 +149,8 @@ pub(crate) struct SaleBody {
     paused: bool,
     /// Tickets per second turned into orders (0 = as fast as possible).
     outflow_per_sec: i32,
+    /// Buyers who may wait for a unit to come back once the sale is sold out (0 = none).
+    waitlist_limit: i32,
 }
 
 /// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
@@ -309,23 +314,53 @@ pub(crate) struct NewSale {
     per_member_limit: i64,
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
+    /// Buyers who may join a waitlist once the units are gone, to get one that comes back
+    /// (a failed payment, a cancelled order, added stock); 0 (the default) = no waitlist.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    waitlist_limit: i64,
 }
 
 fn one() -> i64 {
     1
 }
 
-fn validate_sale(
+/// The figures of a sale a new or changed sale is checked on.
+struct SaleFigures {
     price: i64,
     quantity: i64,
     limit: i64,
+    waitlist: i64,
+}
+
+fn validate_sale(
+    figures: &SaleFigures,
     starts: DateTime<Utc>,
     ends: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let mut errors = Vec::new();
-    check_range("price_cents", price, 0, 100_000_000_000, &mut errors);
-    check_range("quantity", quantity, 1, MAX_QUANTITY, &mut errors);
-    check_range("per_member_limit", limit, 1, MAX_QUANTITY, &mut errors);
+    check_range(
+        "price_cents",
+        figures.price,
+        0,
+        100_000_000_000,
+        &mut errors,
+    );
+    check_range("quantity", figures.quantity, 1, MAX_QUANTITY, &mut errors);
+    check_range(
+        "per_member_limit",
+        figures.limit,
+        1,
+        MAX_QUANTITY,
+        &mut errors,
+    );
+    check_range(
+        "waitlist_limit",
+        figures.waitlist,
+        0,
+        MAX_QUANTITY,
+        &mut errors,
+    );
     if starts >= ends {
         errors.push(FieldError::new("ends_at", "must be after starts_at"));
     }
@@ -360,9 +395,12 @@ pub(crate) async fn create_flash_sale(
     Json(new): Json<NewSale>,
 ) -> Result<Response, ApiError> {
     validate_sale(
-        new.price_cents,
-        new.quantity,
-        new.per_member_limit,
+        &SaleFigures {
+            price: new.price_cents,
+            quantity: new.quantity,
+            limit: new.per_member_limit,
+            waitlist: new.waitlist_limit,
+        },
         new.starts_at,
         new.ends_at,
     )?;
@@ -370,8 +408,8 @@ pub(crate) async fn create_flash_sale(
     let (currency, product_version) = reserve_stock(&mut tx, new.product_id, new.quantity).await?;
     let sale: SaleRow = sqlx::query_as(concat!(
         "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left,
-                                  per_member_limit, starts_at, ends_at)
-         values ($1, $2, $3, $4, $5, $5, $6, $7, $8)
+                                  per_member_limit, starts_at, ends_at, waitlist_limit)
+         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
          returning ", sale_columns!()
     ))
     .bind(Uuid::now_v7())
@@ -382,6 +420,7 @@ pub(crate) async fn create_flash_sale(
     .bind(i32::try_from(new.per_member_limit).map_err(anyhow::Error::from)?)
     .bind(new.starts_at)
     .bind(new.ends_at)
+    .bind(i32::try_from(new.waitlist_limit).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     sale_events::record(
@@ -470,6 +509,7 @@ pub(crate) struct SaleChanges {
     per_member_limit: Option<i64>,
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
+    waitlist_limit: Option<i64>,
 }
 
 // PATCH /flash-sales/{id} → 200 (admin); only before the sale starts; re-arms the gate
@@ -513,7 +553,19 @@ pub(crate) async fn update_flash_sale(
         .unwrap_or(i64::from(sale.per_member_limit));
     let starts = changes.starts_at.unwrap_or(sale.starts_at);
     let ends = changes.ends_at.unwrap_or(sale.ends_at);
-    validate_sale(price, quantity, limit, starts, ends)?;
+    let waitlist = changes
+        .waitlist_limit
+        .unwrap_or(i64::from(sale.waitlist_limit));
+    validate_sale(
+        &SaleFigures {
+            price,
+            quantity,
+            limit,
+            waitlist,
+        },
+        starts,
+        ends,
+    )?;
     let delta = quantity - i64::from(sale.quantity);
     let product_version = if delta == 0 {
         None
@@ -523,7 +575,7 @@ pub(crate) async fn update_flash_sale(
     // Nobody can have been admitted before the start, so the whole quantity is still left.
     let updated: SaleRow = sqlx::query_as(concat!(
         "update flash_sales set price_cents = $2, quantity = $3, quantity_left = $3,
-                per_member_limit = $4, starts_at = $5, ends_at = $6
+                per_member_limit = $4, starts_at = $5, ends_at = $6, waitlist_limit = $7
          where flash_sale_id = $1
          returning ",
         sale_columns!()
@@ -534,6 +586,7 @@ pub(crate) async fn update_flash_sale(
     .bind(i32::try_from(limit).map_err(anyhow::Error::from)?)
     .bind(starts)
     .bind(ends)
+    .bind(i32::try_from(waitlist).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -108,6 +108,11 @@ async fn invalid_sales_are_refused_with_the_field_named(db: PgPool) {
         ),
         (with("quantity", json!(0)), "quantity", "zero units"),
         (
+            with("waitlist_limit", json!(-1)),
+            "waitlist_limit",
+            "a negative waitlist",
+        ),
+        (
             with("per_member_limit", json!(0)),
             "per_member_limit",
             "limit below 1",

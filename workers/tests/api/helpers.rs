@@ -221,6 +221,7 @@ impl Env {
             cancelled: false,
             paused,
             outflow_per_sec,
+            waitlist_limit: 0,
         };
         flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
             .await

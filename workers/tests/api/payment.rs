@@ -137,3 +137,29 @@ async fn a_transient_failure_on_the_last_attempt_is_final(db: PgPool) {
     assert_eq!(env.quantity_left().await, 5);
     env.cleanup().await;
 }
+
+/// Cancelled by its buyer before the charge job ran: never charged, no confirmation mail.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_order_cancelled_before_its_charge_is_not_charged(db: PgPool) {
+    let env = Env::new(db, 1, 1).await;
+    let order = ordered(&env).await;
+    sqlx::query("update orders set status = 'cancelled' where order_id = $1")
+        .bind(order)
+        .execute(&env.db)
+        .await
+        .unwrap();
+
+    run_payments(&env.payments(0.0, 0.0, 3).await).await;
+
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("select status, last_error from payments where order_id = $1")
+            .bind(order)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("cancelled"));
+    assert_eq!(order_status(&env, order).await, "cancelled");
+    assert!(emails(&env).await.is_empty(), "no confirmation for it");
+    env.cleanup().await;
+}

@@ -1,0 +1,96 @@
+//! `loadtest spike` stampedes a sale through the stack, and the checker is shown to fail when
+//! a violation is planted.
+
+use crate::stack::Stack;
+use flash_core::domain::Role;
+use loadtest::{check::check_sale, seed};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_small_spike_sells_every_unit_once_and_every_ticket_ends(db: PgPool) {
+    let stack = Stack::start(&db, 0.02).await;
+    let report = stack.spike(&db, &stack.plan(2000, 100)).await;
+
+    assert_eq!(report.unfinished, 0, "every ticket is final: {report:?}");
+    assert!(report.check.is_sound(), "{:?}", report.check.violations);
+    assert_eq!(report.entries.requests, 2000);
+    // A declined payment (the simulated provider declines 2 %) puts its unit back on sale while
+    // buyers are still entering, so a few more than 100 tickets may be queued and ordered.
+    let queued = *report.entries.statuses.get(&202).unwrap();
+    let sold_out = *report.entries.statuses.get(&200).unwrap();
+    assert_eq!(queued + sold_out, 2000, "{:?}", report.entries.statuses);
+    assert!(queued >= 100, "every unit was offered: {queued}");
+    assert_eq!(report.outcomes.get("ordered"), Some(&queued));
+    assert_eq!(report.outcomes.get("sold_out"), Some(&sold_out));
+    let ticket_count = |status: &str| report.check.tickets.get(status).copied().unwrap_or(0);
+    assert_eq!(ticket_count("ordered"), i64::try_from(queued).unwrap());
+    assert_eq!(ticket_count("sold_out"), i64::try_from(sold_out).unwrap());
+    // Payments settled: every order is paid or (declined) cancelled, and every unit is either
+    // in a paid order or back in the sale.
+    let paid = report.check.orders.get("paid").copied().unwrap_or(0);
+    let cancelled = report.check.orders.get("cancelled").copied().unwrap_or(0);
+    assert_eq!(
+        paid + cancelled,
+        i64::try_from(queued).unwrap(),
+        "{:?}",
+        report.check.orders
+    );
+    assert_eq!(report.check.quantity_left + paid, 100);
+    assert!(report.polls > 0 && report.all_final_ms.is_some());
+    assert!(report.orders_per_second.is_some_and(|r| r > 0.0));
+    stack.stop().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn the_checker_catches_planted_violations(db: PgPool) {
+    let stack = Stack::start(&db, 0.02).await;
+    let report = stack.spike(&db, &stack.plan(60, 10)).await;
+    let sale = report.sale_id;
+    assert!(report.is_healthy(), "{:?}", report.check.violations);
+
+    // An extra order nobody paid a unit for: one more live unit than the sale accounts for.
+    let intruder = seed::members(&db, &stack.signer, "intruder", 1, Role::Buyer)
+        .await
+        .unwrap()
+        .remove(0);
+    let order = Uuid::now_v7();
+    sqlx::query(
+        "insert into orders (order_id, member_id, kind, total_cents, currency, flash_sale_id, ticket_id)
+         values ($1, $2, 'flash', 9900, 'EUR', $3, $4)",
+    )
+    .bind(order)
+    .bind(intruder.id.get())
+    .bind(sale)
+    .bind(Uuid::now_v7())
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into order_items (order_id, product_id, quantity, unit_price_cents)
+         select $1, product_id, 1, 9900 from flash_sales where flash_sale_id = $2",
+    )
+    .bind(order)
+    .bind(sale)
+    .execute(&db)
+    .await
+    .unwrap();
+    // And a ticket the workers never finished.
+    redis::AsyncCommands::hset::<_, _, _, ()>(
+        &mut stack.redis.clone(),
+        stack.keys.ticket(sale, Uuid::new_v4()),
+        "status",
+        "queued",
+    )
+    .await
+    .unwrap();
+
+    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale)
+        .await
+        .unwrap();
+    assert!(!checked.is_sound());
+    let said = checked.violations.join("\n");
+    assert!(said.contains("units do not add up"), "{said}");
+    assert!(said.contains("1 tickets are still queued"), "{said}");
+    stack.stop().await;
+}

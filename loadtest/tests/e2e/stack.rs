@@ -1,0 +1,119 @@
+//! The flash-sale path in-process: catalog-api, admission and workers on free ports.
+
+use std::time::Duration;
+
+use clap::Parser;
+use flash_core::{auth::keys::JwtSigner, redis::Keys, testing::Isolation};
+use loadtest::spike::{Plan, SpikeReport, run_with};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The three services of the flash-sale path, on free ports.
+pub(crate) struct Stack {
+    pub(crate) iso: Isolation,
+    pub(crate) keys: Keys,
+    pub(crate) signer: JwtSigner,
+    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) door: String,
+    pub(crate) catalog: String,
+    mail_dir: std::path::PathBuf,
+    shutdown: CancellationToken,
+}
+
+impl Stack {
+    /// The stack with the workers' simulated payment provider declining `decline_rate` of
+    /// charges.
+    pub(crate) async fn start(db: &PgPool, decline_rate: f64) -> Self {
+        let iso = Isolation::new();
+        let shutdown = CancellationToken::new();
+        let (door, catalog) = (free_port(), free_port());
+
+        let mut catalog_config = catalog_api::Config::parse_from(["catalog-api"]);
+        catalog_config.addr = format!("127.0.0.1:{catalog}").parse().unwrap();
+        catalog_config.redis = iso.redis.clone();
+        catalog_config.jwt.jwt_public_key = iso.public_key_path();
+        let signer = JwtSigner::from_pem(
+            &std::fs::read(iso.private_key_path()).unwrap(),
+            &catalog_config.jwt.jwt_issuer,
+            &catalog_config.jwt.jwt_audience,
+            3600,
+        )
+        .unwrap();
+        let app = catalog_api::App::build_with(catalog_config, db.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        tokio::spawn(app.run());
+
+        let mut door_config = admission::Config::parse_from(["admission"]);
+        door_config.addr = format!("127.0.0.1:{door}").parse().unwrap();
+        door_config.redis = iso.redis.clone();
+        door_config.nats = iso.nats.clone();
+        door_config.jwt.jwt_public_key = iso.public_key_path();
+        let app = admission::App::build_with(door_config, db.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        tokio::spawn(app.run());
+
+        let mail_dir = std::env::temp_dir().join(format!("loadtest-mail-{}", Uuid::new_v4()));
+        let mut worker_config = workers::Config::parse_from(["workers"]);
+        worker_config.addr = "127.0.0.1:0".parse().unwrap();
+        worker_config.redis = iso.redis.clone();
+        worker_config.nats = iso.nats.clone();
+        worker_config.mail_dir = mail_dir.clone();
+        worker_config.payment_decline_rate = decline_rate;
+        let app = workers::App::build_with(worker_config, db.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        tokio::spawn(app.run());
+
+        let redis = flash_core::redis::connect(&iso.redis).await.unwrap();
+        Self {
+            keys: Keys::new(&iso.redis.redis_key_prefix),
+            iso,
+            signer,
+            redis,
+            door: format!("http://127.0.0.1:{door}"),
+            catalog: format!("http://127.0.0.1:{catalog}"),
+            mail_dir,
+            shutdown,
+        }
+    }
+
+    pub(crate) fn plan(&self, buyers: usize, units: i64) -> Plan {
+        Plan {
+            admission_url: self.door.clone(),
+            catalog_url: self.catalog.clone(),
+            buyers,
+            units,
+            connections: 64,
+            start_in: Duration::from_secs(2),
+            ramp: Duration::ZERO,
+            long_poll_secs: 2,
+            timeout: Duration::from_secs(60),
+            settle_timeout: Duration::from_secs(30),
+            baseline: false,
+            progress: false,
+        }
+    }
+
+    pub(crate) async fn spike(&self, db: &PgPool, plan: &Plan) -> SpikeReport {
+        run_with(db, &self.redis, &self.keys, &self.signer, plan)
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        self.iso.cleanup().await;
+        let _ = std::fs::remove_dir_all(&self.mail_dir);
+    }
+}

@@ -1,0 +1,225 @@
+//! The waitlist end to end: buyers past the last unit wait on it, and every unit that comes
+//! back (a cancelled order, added stock) goes to the first of them, never to a newcomer, and
+//! never oversold; at the end the rest learn `sold_out`.
+
+use std::time::Duration;
+
+use crate::stack::Stack;
+use chrono::Utc;
+use flash_core::domain::Role;
+use loadtest::{check::check_sale, seed};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+struct Sale<'a> {
+    stack: &'a Stack,
+    client: reqwest::Client,
+    admin: seed::Buyer,
+    id: Uuid,
+}
+
+impl Sale<'_> {
+    async fn admin_post(&self, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.stack.catalog))
+            .bearer_auth(&self.admin.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn enter(&self, buyer: &seed::Buyer) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/sales/{}/tickets", self.stack.door, self.id))
+            .bearer_auth(&buyer.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
+    }
+
+    async fn ticket(&self, buyer: &seed::Buyer, ticket: &str) -> Value {
+        self.client
+            .get(format!("{}/tickets/{ticket}", self.stack.door))
+            .bearer_auth(&buyer.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until the ticket's status is `want` (the workers run in the background).
+    async fn wait_for(&self, buyer: &seed::Buyer, ticket: &str, want: &str) -> Value {
+        for _ in 0..200 {
+            let current = self.ticket(buyer, ticket).await;
+            if current["status"] == want {
+                return current;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "ticket {ticket} never became {want}: {}",
+            self.ticket(buyer, ticket).await
+        );
+    }
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
+    let stack = Stack::start(&db, 0.0).await;
+    let admin = seed::members(&db, &stack.signer, "wl-admin", 1, Role::Admin)
+        .await
+        .unwrap()
+        .remove(0);
+    let buyers = seed::members(&db, &stack.signer, "wl-buyer", 11, Role::Buyer)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let product: Value = client
+        .post(format!("{}/products", stack.catalog))
+        .bearer_auth(&admin.token)
+        .json(&json!({"sku": "WL-1", "name": "Waitlisted", "price_cents": 5000, "currency": "EUR", "stock": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let starts = Utc::now() - chrono::Duration::seconds(1);
+    let created: Value = client
+        .post(format!("{}/flash-sales", stack.catalog))
+        .bearer_auth(&admin.token)
+        .json(&json!({
+            "product_id": product["id"], "price_cents": 2500, "quantity": 3, "per_member_limit": 1,
+            "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1), "waitlist_limit": 5,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["waitlist_limit"], 5, "{created}");
+    let sale = Sale {
+        stack: &stack,
+        client,
+        id: created["id"].as_str().unwrap().parse().unwrap(),
+        admin,
+    };
+
+    // 3 units, 5 places on the waitlist, 10 buyers one after the other.
+    let mut tickets = Vec::new();
+    for buyer in &buyers[..10] {
+        tickets.push(sale.enter(buyer).await);
+    }
+    let statuses: Vec<&str> = tickets
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "queued",
+            "queued",
+            "queued",
+            "waitlisted",
+            "waitlisted",
+            "waitlisted",
+            "waitlisted",
+            "waitlisted",
+            "sold_out",
+            "sold_out"
+        ]
+    );
+    assert_eq!(tickets[3]["waitlist_position"], 1);
+    assert_eq!(tickets[7]["waitlist_position"], 5);
+    let id = |i: usize| tickets[i]["ticket_id"].as_str().unwrap().to_owned();
+    let first = sale.wait_for(&buyers[0], &id(0), "ordered").await;
+
+    // The first buyer's order is cancelled: its unit goes to the first waitlisted buyer.
+    let cancelled = sale
+        .admin_post(
+            &format!("/orders/{}/cancel", first["order_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), reqwest::StatusCode::OK);
+    let promoted = sale.wait_for(&buyers[3], &id(3), "ordered").await;
+    assert!(promoted["order_id"].is_string());
+    let next = sale.ticket(&buyers[4], &id(4)).await;
+    assert_eq!(
+        (next["status"].as_str(), next["waitlist_position"].as_i64()),
+        (Some("waitlisted"), Some(1))
+    );
+
+    // A newcomer takes the place that freed up, behind everyone already waiting; two added
+    // units go to the two at the front.
+    let newcomer = sale.enter(&buyers[10]).await;
+    assert_eq!(
+        (
+            newcomer["status"].as_str(),
+            newcomer["waitlist_position"].as_i64()
+        ),
+        (Some("waitlisted"), Some(5))
+    );
+    let added = sale
+        .admin_post(
+            &format!("/flash-sales/{}/stock", sale.id),
+            Some(json!({"delta": 2})),
+        )
+        .await;
+    assert_eq!(added.status(), reqwest::StatusCode::OK);
+    sale.wait_for(&buyers[4], &id(4), "ordered").await;
+    sale.wait_for(&buyers[5], &id(5), "ordered").await;
+
+    // The end: whoever still waits learns it is sold out.
+    let ended = sale
+        .admin_post(&format!("/flash-sales/{}/end", sale.id), None)
+        .await;
+    assert_eq!(ended.status(), reqwest::StatusCode::OK);
+    sale.wait_for(&buyers[6], &id(6), "sold_out").await;
+    sale.wait_for(&buyers[7], &id(7), "sold_out").await;
+    sale.wait_for(
+        &buyers[10],
+        newcomer["ticket_id"].as_str().unwrap(),
+        "sold_out",
+    )
+    .await;
+
+    // Payments and the refund settle in the background; the checker wants them settled.
+    for _ in 0..200 {
+        let pending: i64 = sqlx::query_scalar(
+            "select count(*) from orders o left join payments p using (order_id)
+             where o.flash_sale_id = $1
+               and (o.status = 'pending_payment' or (o.status = 'cancelled' and p.status = 'succeeded'))",
+        )
+        .bind(sale.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale.id)
+        .await
+        .unwrap();
+    assert!(checked.is_sound(), "{:?}", checked.violations);
+    let paid = checked.orders.get("paid").copied().unwrap_or(0);
+    // Units: 3 + 2 added; b0's came back and went to b3.
+    assert_eq!(
+        (paid, checked.quantity_left),
+        (5, 0),
+        "{:?}",
+        checked.orders
+    );
+    stack.stop().await;
+}
