@@ -86,7 +86,7 @@ impl App {
             limits: Arc::clone(&limits),
             queue_max_depth: config.queue_max_depth,
             long_poll_max_secs: config.long_poll_max_secs,
-            waiting_room: http::WaitingRoom::new(
+            waiting_room: http::waiting_room_page(
                 &config.member_public_url,
                 &config.catalog_public_url,
             )?,

@@ -34,4 +34,11 @@ pub struct Config {
     /// leave behind.
     #[arg(long, env = "PRODUCT_CACHE_TTL_SECS", default_value_t = 300)]
     pub product_cache_ttl_secs: u64,
+    /// member-api's URL as a browser reaches it: the admin console logs in there.
+    #[arg(
+        long,
+        env = "MEMBER_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub member_public_url: String,
 }

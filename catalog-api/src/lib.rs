@@ -62,6 +62,7 @@ impl App {
                 keys,
                 Duration::from_secs(config.product_cache_ttl_secs),
             ),
+            console: http::console_page(&config.member_public_url)?,
         };
         let readiness = Readiness::new(shutdown.clone())
             .with_pg(pool)

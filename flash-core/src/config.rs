@@ -106,12 +106,13 @@ pub struct HttpArgs {
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,
     /// Browser origins allowed to call this service (CORS), comma-separated; the default lets
-    /// the waiting room served by admission log in to member-api on one machine.
+    /// the waiting room (served by admission) and the admin console (served by catalog-api)
+    /// log in to member-api on one machine.
     #[arg(
         long,
         env = "CORS_ALLOWED_ORIGINS",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:8080,http://localhost:8080"
+        default_value = "http://127.0.0.1:8080,http://localhost:8080,http://127.0.0.1:8081,http://localhost:8081"
     )]
     pub cors_allowed_origins: Vec<String>,
 }

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod http;
 pub mod jobs;
 pub mod nats;
+pub mod page;
 pub mod pagination;
 pub mod problem;
 pub mod redis;

@@ -120,6 +120,34 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .ignore();
 }
 
+/// Tells a waiting buyer how their order ended (`paid`, or `cancelled`): the ticket moves on
+/// from `ordered` (or `paid`, for a cancellation). A ticket Redis no longer holds stays gone;
+/// its poll is answered from PostgreSQL.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn settle_ticket(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    ticket: Uuid,
+    status: &str,
+) -> redis::RedisResult<()> {
+    let script = redis::Script::new(
+        "local s = redis.call('HGET', KEYS[1], 'status')
+         if s == 'ordered' or (s == 'paid' and ARGV[1] == 'cancelled') then
+           redis.call('HSET', KEYS[1], 'status', ARGV[1])
+         end
+         return 0",
+    );
+    let mut conn = redis.clone();
+    script
+        .key(keys.ticket(sale, ticket))
+        .arg(status)
+        .invoke_async(&mut conn)
+        .await
+}
+
 /// What the workers need to know about a sale before they drain it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainControl {

@@ -148,6 +148,7 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
         for stream in [
             nats.nats_flash_stream.clone(),
             format!("{}_DEAD", nats.nats_flash_stream),
+            flash_core::nats::events_stream_name(&nats),
             nats.nats_jobs_stream.clone(),
         ] {
             let _ = js.delete_stream(stream).await;

@@ -548,6 +548,12 @@ async fn poll_all(
             let end = tokio::time::timeout_at(give_up, follow.until_final(first_after))
                 .await
                 .ok()?;
+            // The buyer got an order; how its payment ended is in the payment figures.
+            let end = if matches!(end.as_str(), "paid" | "cancelled") {
+                "ordered".to_owned()
+            } else {
+                end
+            };
             finals.inc(1);
             if end == "ordered" {
                 ordered.inc(1);

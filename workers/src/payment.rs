@@ -255,6 +255,8 @@ impl<P: PaymentProvider> Payments<P> {
             .charge(&order.to_string(), amount_cents, currency)
             .await;
         let mut tx = self.db.begin().await?;
+        // The flash order's sale and ticket and how its payment ended, for the waiting room.
+        let mut settled: Option<(Option<Uuid>, Option<Uuid>, &str)> = None;
         match outcome {
             Ok(reference) => {
                 sqlx::query("update payments set status = 'succeeded', provider_ref = $2, attempts = attempts + 1 where order_id = $1 and status = 'pending'")
@@ -262,11 +264,15 @@ impl<P: PaymentProvider> Payments<P> {
                     .bind(reference)
                     .execute(&mut *tx)
                     .await?;
-                let paid = sqlx::query("update orders set status = 'paid' where order_id = $1 and status = 'pending_payment'")
-                    .bind(order)
-                    .execute(&mut *tx)
-                    .await?;
-                if paid.rows_affected() == 1 {
+                let paid: Option<(Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+                    "update orders set status = 'paid' where order_id = $1 and status = 'pending_payment'
+                     returning flash_sale_id, ticket_id",
+                )
+                .bind(order)
+                .fetch_optional(&mut *tx)
+                .await?;
+                settled = paid.map(|(sale, ticket)| (sale, ticket, "paid"));
+                if settled.is_some() {
                     email(&mut tx, order, |order_id, total_cents, currency| {
                         EmailMessage::OrderConfirmation {
                             order_id,
@@ -307,7 +313,8 @@ impl<P: PaymentProvider> Payments<P> {
                     .execute(&mut *tx)
                     .await?;
                 let returned = cancel_order(&mut tx, order).await?;
-                if returned.is_some() {
+                if let Some((sale, ticket)) = returned {
+                    settled = Some((sale, ticket, "cancelled"));
                     email(&mut tx, order, |order_id, _, _| {
                         EmailMessage::PaymentFailed { order_id }
                     })
@@ -316,16 +323,29 @@ impl<P: PaymentProvider> Payments<P> {
                 tx.commit().await?;
                 metrics::counter!("flash_workers_payments_total", "outcome" => "failed")
                     .increment(1);
-                if let Some(Some(sale)) = returned
+                if let Some((Some(sale), _)) = returned
                     && let Err(err) = sale_gate::return_unit(&self.redis, &self.keys, sale).await
                 {
                     tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
                 }
+                self.settle_ticket(settled).await;
                 return Ok(());
             }
         }
         tx.commit().await?;
+        self.settle_ticket(settled).await;
         Ok(())
+    }
+
+    /// Moves a flash order's ticket on to how its payment ended. Best effort after the commit:
+    /// the order in PostgreSQL is the truth, and a poll of a ticket Redis lost reads it there.
+    async fn settle_ticket(&self, settled: Option<(Option<Uuid>, Option<Uuid>, &str)>) {
+        if let Some((Some(sale), Some(ticket), status)) = settled
+            && let Err(err) =
+                sale_gate::settle_ticket(&self.redis, &self.keys, sale, ticket, status).await
+        {
+            tracing::warn!(error = %err, %ticket, status, "updating the ticket after its payment failed");
+        }
     }
 
     async fn refund(&self, order: Uuid) -> anyhow::Result<()> {
@@ -346,13 +366,13 @@ impl<P: PaymentProvider> Payments<P> {
 async fn cancel_order(
     conn: &mut PgConnection,
     order: Uuid,
-) -> anyhow::Result<Option<Option<Uuid>>> {
-    let cancelled: Option<(Option<Uuid>,)> =
-        sqlx::query_as("update orders set status = 'cancelled' where order_id = $1 and status = 'pending_payment' returning flash_sale_id")
+) -> anyhow::Result<Option<(Option<Uuid>, Option<Uuid>)>> {
+    let cancelled: Option<(Option<Uuid>, Option<Uuid>)> =
+        sqlx::query_as("update orders set status = 'cancelled' where order_id = $1 and status = 'pending_payment' returning flash_sale_id, ticket_id")
             .bind(order)
             .fetch_optional(&mut *conn)
             .await?;
-    let Some((sale,)) = cancelled else {
+    let Some((sale, ticket)) = cancelled else {
         return Ok(None);
     };
     let items: Vec<(Uuid, i32)> =
@@ -380,7 +400,7 @@ async fn cancel_order(
             }
         }
     }
-    Ok(Some(sale))
+    Ok(Some((sale, ticket)))
 }
 
 /// Queues an email about `order` to its buyer, in the caller's transaction.

@@ -3,7 +3,7 @@
 mod tickets;
 mod waiting_room;
 
-pub(crate) use waiting_room::WaitingRoom;
+pub(crate) use waiting_room::waiting_room_page;
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ pub(crate) struct AppState {
     pub(crate) limits: Arc<EntryLimits>,
     pub(crate) queue_max_depth: u64,
     pub(crate) long_poll_max_secs: u64,
-    pub(crate) waiting_room: Arc<WaitingRoom>,
+    pub(crate) waiting_room: Arc<flash_core::page::Page>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

@@ -27,9 +27,11 @@ try {
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
   await page.getByRole("button", { name: "Enter the sale" }).click();
-  await page.getByText("You're in the queue").or(page.getByText("You got one!")).waitFor({ timeout: 30_000 });
+  // The order may already be paid by the time the page looks again.
+  const gotOne = page.getByText("You got one!").or(page.getByText("Paid — it's yours!"));
+  await page.getByText("You're in the queue").or(gotOne).waitFor({ timeout: 30_000 });
   await page.screenshot({ path: `${SCREENSHOT_DIR}/waiting-room-queued.png` });
-  await page.getByText("You got one!").waitFor({ timeout: 30_000 });
+  await gotOne.waitFor({ timeout: 30_000 });
   const outcome = await page.locator("#eta").textContent();
   if (!/^Order [0-9a-f-]{36}$/.test(outcome)) throw new Error(`unexpected outcome text: ${outcome}`);
   await page.screenshot({ path: `${SCREENSHOT_DIR}/waiting-room.png` });

@@ -38,6 +38,7 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/flash-sales/{id}/cancel", post(cancel_flash_sale))
         .merge(super::sale_control::router())
+        .merge(super::sale_stats::router())
 }
 
 /// Largest sale accepted.

@@ -1,9 +1,11 @@
 //! The HTTP surface of catalog-api: shared state, the router, and the OpenAPI document.
 
+mod console;
 mod flash_sales;
 mod orders;
 mod products;
 mod sale_control;
+mod sale_stats;
 
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
+pub(crate) use console::console_page;
+
 use crate::cache::ProductCache;
 
 /// What every handler can reach.
@@ -30,6 +34,7 @@ pub(crate) struct AppState {
     pub(crate) keys: Keys,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) cache: ProductCache,
+    pub(crate) console: Arc<flash_core::page::Page>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -44,6 +49,7 @@ pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> 
         .merge(products::router())
         .merge(flash_sales::router())
         .merge(orders::router())
+        .merge(console::router())
         .route("/openapi.json", get(openapi_json))
         .with_state(state);
     flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
@@ -77,6 +83,7 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
         sale_control::change_stock,
         sale_control::end_sale,
         sale_control::sale_audit,
+        sale_stats::sale_stats,
         orders::create_order,
         orders::list_orders,
         orders::get_order,
@@ -84,6 +91,6 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     ),
     components(schemas(ProblemBody, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "products"), (name = "flash-sales"), (name = "orders"))
+    tags((name = "products"), (name = "flash-sales"), (name = "sale-control"), (name = "orders"))
 )]
 struct ApiDoc;

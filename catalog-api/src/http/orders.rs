@@ -632,6 +632,12 @@ pub(crate) async fn cancel_order(
                 tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
             }
         }
+        if let Some(ticket) = row.ticket_id
+            && let Err(err) =
+                sale_gate::settle_ticket(&state.redis, &state.keys, sale, ticket, "cancelled").await
+        {
+            tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
+        }
     }
     metrics::counter!("flash_catalog_orders_total", "outcome" => "cancelled").increment(1);
     Ok(Json(cancelled.into_body(items)))

@@ -431,3 +431,44 @@ async fn the_audit_trail_lists_each_change_with_its_admin(db: PgPool) {
     problem(bad_limit, StatusCode::BAD_REQUEST).await;
     app.teardown().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn stats_show_the_live_figures_to_admins_only(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let admin = app.caller(Role::Admin).await;
+    let buyer = app.caller(Role::Buyer).await;
+    let sale = sale(&app, &admin, 100, 30, true).await;
+    let mut redis = app.redis.clone();
+    // The door admitted 12 buyers, the workers decided 5 of them.
+    let _: () = redis.set(key(&app, &sale, "gate"), 18).await.unwrap();
+    let _: () = redis.set(key(&app, &sale, "seq"), 12).await.unwrap();
+    let _: () = redis.set(key(&app, &sale, "served"), 5).await.unwrap();
+    let path = format!("/flash-sales/{}/stats", id(&sale));
+
+    let stats: Value = app.get(&path, Some(&admin)).await.json().await.unwrap();
+    let refused = app.get(&path, Some(&buyer)).await;
+    let unknown = app
+        .get(
+            &format!("/flash-sales/{}/stats", Uuid::new_v4()),
+            Some(&admin),
+        )
+        .await;
+
+    assert_eq!(
+        (
+            stats["remaining"].as_i64(),
+            stats["admitted"].as_i64(),
+            stats["served"].as_i64(),
+            stats["queue_depth"].as_i64(),
+        ),
+        (Some(18), Some(12), Some(5), Some(7)),
+        "{stats}"
+    );
+    assert_eq!(stats["quantity"], 30);
+    assert_eq!(stats["status"], "live");
+    assert_eq!(stats["waitlist_length"], 0);
+    assert_eq!(stats["orders"], json!({}));
+    problem(refused, StatusCode::FORBIDDEN).await;
+    problem(unknown, StatusCode::NOT_FOUND).await;
+    app.teardown().await;
+}

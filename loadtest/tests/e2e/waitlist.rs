@@ -55,11 +55,15 @@ impl Sale<'_> {
             .unwrap()
     }
 
-    /// Polls until the ticket's status is `want` (the workers run in the background).
+    /// Polls until the ticket's status is `want` (the workers run in the background); `ordered`
+    /// also matches a ticket whose order was since paid or cancelled.
     async fn wait_for(&self, buyer: &seed::Buyer, ticket: &str, want: &str) -> Value {
         for _ in 0..200 {
             let current = self.ticket(buyer, ticket).await;
-            if current["status"] == want {
+            let status = current["status"].as_str().unwrap_or_default();
+            let matched =
+                status == want || (want == "ordered" && matches!(status, "paid" | "cancelled"));
+            if matched {
                 return current;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,6 +155,7 @@ async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
         )
         .await;
     assert_eq!(cancelled.status(), reqwest::StatusCode::OK);
+    assert_eq!(sale.ticket(&buyers[0], &id(0)).await["status"], "cancelled");
     let promoted = sale.wait_for(&buyers[3], &id(3), "ordered").await;
     assert!(promoted["order_id"].is_string());
     let next = sale.ticket(&buyers[4], &id(4)).await;
@@ -221,5 +226,96 @@ async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
         "{:?}",
         checked.orders
     );
+    stack.stop().await;
+}
+
+/// Every charge is declined: each returned unit goes to the next waitlisted buyer in turn, and
+/// the one unit is never sold twice.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_failed_payment_hands_the_unit_down_the_waitlist(db: PgPool) {
+    let stack = Stack::start(&db, 1.0).await;
+    let admin = seed::members(&db, &stack.signer, "wl-admin", 1, Role::Admin)
+        .await
+        .unwrap()
+        .remove(0);
+    let buyers = seed::members(&db, &stack.signer, "wl-buyer", 4, Role::Buyer)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let product: Value = client
+        .post(format!("{}/products", stack.catalog))
+        .bearer_auth(&admin.token)
+        .json(&json!({"sku": "WL-2", "name": "Declined", "price_cents": 5000, "currency": "EUR", "stock": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let starts = Utc::now() - chrono::Duration::seconds(1);
+    let created: Value = client
+        .post(format!("{}/flash-sales", stack.catalog))
+        .bearer_auth(&admin.token)
+        .json(&json!({
+            "product_id": product["id"], "price_cents": 2500, "quantity": 1, "per_member_limit": 1,
+            "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1), "waitlist_limit": 3,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale = Sale {
+        stack: &stack,
+        client,
+        id: created["id"].as_str().unwrap().parse().unwrap(),
+        admin,
+    };
+    let mut tickets = Vec::new();
+    for buyer in &buyers {
+        tickets.push(
+            sale.enter(buyer).await["ticket_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    // The last in line gets the unit last; by then each before it had an order, declined.
+    sale.wait_for(&buyers[3], &tickets[3], "ordered").await;
+    let mut cancelled = 0;
+    for _ in 0..200 {
+        cancelled = sqlx::query_scalar::<_, i64>(
+            "select count(*) from orders where flash_sale_id = $1 and status = 'cancelled'",
+        )
+        .bind(sale.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if cancelled == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(cancelled, 4, "every charge was declined");
+    let buyers_in_order: Vec<Uuid> = sqlx::query_scalar(
+        "select member_id from orders where flash_sale_id = $1 order by created_at, order_id",
+    )
+    .bind(sale.id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let expected: Vec<Uuid> = buyers.iter().map(|b| b.id.get()).collect();
+    assert_eq!(
+        buyers_in_order, expected,
+        "the unit went down the waitlist in order"
+    );
+    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale.id)
+        .await
+        .unwrap();
+    assert!(checked.is_sound(), "{:?}", checked.violations);
+    assert_eq!(checked.quantity_left, 1, "the unit is back, unsold");
     stack.stop().await;
 }

@@ -49,6 +49,16 @@ async fn redeliver(env: &Env, order: Uuid) {
     .unwrap();
 }
 
+/// What the order's ticket tells its buyer.
+async fn ticket_status(env: &Env, order: Uuid) -> String {
+    let ticket: Uuid = sqlx::query_scalar("select ticket_id from orders where order_id = $1")
+        .bind(order)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    env.status(ticket).await.0
+}
+
 async fn order_status(env: &Env, order: Uuid) -> String {
     sqlx::query_scalar("select status from orders where order_id = $1")
         .bind(order)
@@ -80,6 +90,7 @@ async fn a_successful_charge_pays_the_order_exactly_once(db: PgPool) {
     run_payments(&payments).await;
 
     assert_eq!(order_status(&env, order).await, "paid");
+    assert_eq!(ticket_status(&env, order).await, "paid");
     assert_eq!(payments.provider().charges_made(), 1, "charged once");
     let (rows, status): (i64, String) =
         sqlx::query_as("select count(*), min(status) from payments")
@@ -110,6 +121,7 @@ async fn a_declined_charge_cancels_the_order_and_returns_the_unit_once(db: PgPoo
     run_payments(&payments).await;
 
     assert_eq!(order_status(&env, order).await, "cancelled");
+    assert_eq!(ticket_status(&env, order).await, "cancelled");
     assert_eq!(env.quantity_left().await, 5, "the unit is back, once");
     let gate_units: i64 = redis::AsyncCommands::get(&mut env.redis.clone(), &gate)
         .await
