@@ -9,11 +9,29 @@ alter table flash_sales
     add column outflow_per_sec integer not null default 0,
     -- Buyers who may wait for a unit to come back once the gate is empty; 0 = no waitlist.
     add column waitlist_limit integer not null default 0,
+    -- The pre-queue opens this many seconds before starts_at; 0 = no pre-queue.
+    add column prequeue_secs integer not null default 0,
+    -- The seed of the pre-queue draw (chosen at the first attempt, so a retry draws the same
+    -- order) and when the drawn pre-queue and the arrivals behind it were released.
+    add column draw_seed bigint,
+    add column released_at timestamptz,
     -- When the `started` and `ended` events were written to the outbox (once per sale).
     add column started_announced_at timestamptz,
     add column ended_announced_at timestamptz,
     add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0),
-    add constraint flash_sales_waitlist_limit_check check (waitlist_limit >= 0);
+    add constraint flash_sales_waitlist_limit_check check (waitlist_limit >= 0),
+    add constraint flash_sales_prequeue_secs_check check (prequeue_secs >= 0 and prequeue_secs <= 86400);
+
+-- The pre-queue draw of a sale, for audit: the order the pre-queued tickets were released in.
+-- Replayable: sort the tickets by id and apply flash_core::prequeue::draw with the sale's seed.
+create table prequeue_draws (
+    flash_sale_id  uuid not null references flash_sales (flash_sale_id),
+    position       integer not null,
+    ticket_id      uuid not null,
+    member_id      uuid not null,
+    primary key (flash_sale_id, position),
+    constraint prequeue_draws_ticket_key unique (flash_sale_id, ticket_id)
+);
 
 -- Sales that started or ended before events existed are not announced after the fact.
 update flash_sales set started_announced_at = starts_at where starts_at <= now();

@@ -64,4 +64,8 @@ pub struct Config {
     /// Longest `GET /tickets/{id}?wait=` may hold a request, in seconds.
     #[arg(long, env = "LONG_POLL_MAX_SECS", default_value_t = 25)]
     pub long_poll_max_secs: u64,
+    /// How often this process looks for started sales whose pre-queue is to be drawn and
+    /// released (one process releases each sale).
+    #[arg(long, env = "DRAW_INTERVAL_MS", default_value_t = 200)]
+    pub draw_interval_ms: u64,
 }

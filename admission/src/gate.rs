@@ -18,7 +18,7 @@ use flash_core::{domain::MemberId, redis::Keys};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
-/// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq.
+/// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
 /// ARGV: ticket id, member id, now (ms).
 const ENTER: &str = r"
 local existing = redis.call('GET', KEYS[3])
@@ -26,12 +26,27 @@ if existing then
   local t = redis.call('HMGET', KEYS[5]:sub(1, -37) .. existing, 'status', 'seq')
   return {'existing', existing, t[1] or 'queued', t[2] or '0'}
 end
-local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist')
+local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released')
 if not meta[1] then return {'unknown'} end
 local now = tonumber(ARGV[3])
 if meta[3] == '1' or now >= tonumber(meta[2]) then return {'ended'} end
-if now < tonumber(meta[1]) then return {'early', meta[1]} end
 local expire_at = tonumber(meta[2]) + 86400000
+local prequeue_at = tonumber(meta[5] or '0')
+local held = nil
+if now < tonumber(meta[1]) then
+  if prequeue_at > 0 and now >= prequeue_at then held = KEYS[8] else return {'early', meta[1]} end
+elseif prequeue_at > 0 and meta[6] ~= '1' then
+  held = KEYS[9]
+end
+if held then
+  redis.call('RPUSH', held, ARGV[1])
+  redis.call('PEXPIREAT', held, expire_at)
+  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', 0)
+  redis.call('PEXPIREAT', KEYS[5], expire_at)
+  redis.call('SET', KEYS[3], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[3], expire_at)
+  return {'prequeued', ARGV[1], '0'}
+end
 local status = 'sold_out'
 local seq = 0
 local waitlist = tonumber(meta[4] or '0')
@@ -84,6 +99,9 @@ pub(crate) enum Entry {
     Queued { ticket: Uuid, seq: i64 },
     /// The gate was empty (or others wait already) and the waitlist had room.
     Waitlisted { ticket: Uuid },
+    /// In the pre-queue (before the start), or behind it (after the start, before its
+    /// release): placed when the pre-queue is drawn.
+    Prequeued { ticket: Uuid },
     /// The gate was empty and so was the waitlist's room: a new sold-out ticket.
     SoldOut { ticket: Uuid },
     /// The sale opens later.
@@ -110,15 +128,17 @@ pub(crate) struct TicketState {
     pub(crate) paused: bool,
     /// Waitlisted buyers ahead of this one plus one (waitlisted tickets only).
     pub(crate) waitlist_position: Option<i64>,
+    /// When the pre-queue is drawn: the sale's start (pre-queued tickets only).
+    pub(crate) draw_at: Option<DateTime<Utc>>,
 }
 
 /// One poll's read: the ticket hash, the served counter, the drain rate, the paused flag and
-/// how many have left the waitlist.
+/// start of the sale, and how many have left the waitlist.
 type TicketReply = (
     HashMap<String, String>,
     Option<i64>,
     Option<f64>,
-    Option<u8>,
+    (Option<u8>, Option<i64>),
     Option<i64>,
 );
 
@@ -184,6 +204,8 @@ impl Gate {
             .key(self.keys.ticket(sale, candidate))
             .key(self.keys.sale_waitlist(sale))
             .key(self.keys.sale_waitlist_seq(sale))
+            .key(self.keys.sale_prequeue(sale))
+            .key(self.keys.sale_backlog(sale))
             .arg(candidate.to_string())
             .arg(member.get().to_string())
             .arg(now.timestamp_millis())
@@ -241,16 +263,17 @@ impl Gate {
                 sale
             }
         };
-        let (fields, served, rate, paused, waitlist_left): TicketReply = redis::pipe()
+        let (fields, served, rate, (paused, starts_at), waitlist_left): TicketReply = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys.ticket(sale, ticket))
             .cmd("GET")
             .arg(self.keys.sale_served(sale))
             .cmd("GET")
             .arg(self.keys.sale_drain_rate(sale))
-            .cmd("HGET")
+            .cmd("HMGET")
             .arg(self.keys.sale_meta(sale))
             .arg("paused")
+            .arg("starts_at")
             .cmd("GET")
             .arg(self.keys.sale_waitlist_left(sale))
             .query_async(&mut conn)
@@ -274,6 +297,9 @@ impl Gate {
                 .then(|| fields.get("wseq").and_then(|s| s.parse::<i64>().ok()))
                 .flatten()
                 .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
+            draw_at: (status == "prequeued")
+                .then(|| starts_at.and_then(DateTime::from_timestamp_millis))
+                .flatten(),
         }))
     }
 }
@@ -298,6 +324,7 @@ fn parse_entry(reply: &[String]) -> Entry {
         },
         Some("sold_out") => Entry::SoldOut { ticket: ticket() },
         Some("waitlisted") => Entry::Waitlisted { ticket: ticket() },
+        Some("prequeued") => Entry::Prequeued { ticket: ticket() },
         Some("early") => Entry::Early {
             starts_at: reply
                 .get(1)

@@ -6,12 +6,13 @@
 //! poll. PostgreSQL is consulted only when Redis lost something.
 
 pub mod config;
+mod draw;
 mod gate;
 mod http;
 mod limits;
 mod queue;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flash_core::{
     auth::{Authenticator, Denylist, JwtVerifier},
@@ -39,6 +40,8 @@ pub struct App {
     queue: queue::Queue,
     stream: async_nats::jetstream::stream::Stream,
     limits: Arc<limits::EntryLimits>,
+    drawer: draw::Drawer,
+    draw_every: Duration,
     shutdown: CancellationToken,
 }
 
@@ -70,6 +73,7 @@ impl App {
         let stream = flash_core::nats::ensure_flash_queue(&js, &config.nats).await?;
         let verifier = JwtVerifier::from_args(&config.jwt)?;
         let queue = queue::Queue::new(js, Subjects::new(&config.nats.nats_subject_prefix));
+        let drawer = draw::Drawer::new(pool.clone(), redis.clone(), keys.clone(), queue.clone());
         let limits = Arc::new(limits::EntryLimits::new(
             config.entry_rate_per_sec,
             config.entry_rate_per_member_per_min,
@@ -102,6 +106,8 @@ impl App {
             queue,
             stream,
             limits,
+            drawer,
+            draw_every: Duration::from_millis(config.draw_interval_ms),
             shutdown,
         })
     }
@@ -125,6 +131,7 @@ impl App {
                 .clone()
                 .watch_depth(self.stream, self.shutdown.clone()),
         );
+        tokio::spawn(self.drawer.run(self.draw_every, self.shutdown.clone()));
         let limits = Arc::clone(&self.limits);
         flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
             limits.forget_idle()

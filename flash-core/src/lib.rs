@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod nats;
 pub mod page;
 pub mod pagination;
+pub mod prequeue;
 pub mod problem;
 pub mod redis;
 pub mod sale_events;

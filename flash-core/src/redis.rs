@@ -111,6 +111,22 @@ impl Keys {
         format!("{}{{sale:{sale}}}:promoting", self.prefix)
     }
 
+    /// Tickets that entered the sale's pre-queue, in arrival order (the draw sorts them).
+    pub fn sale_prequeue(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:prequeue", self.prefix)
+    }
+
+    /// Tickets that arrived after the start but before the pre-queue was released: served
+    /// right behind it, first come first served.
+    pub fn sale_backlog(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:backlog", self.prefix)
+    }
+
+    /// Held by the one admission process releasing the sale's pre-queue.
+    pub fn sale_draw_lock(&self, sale: Uuid) -> String {
+        format!("{}{{sale:{sale}}}:draw-lock", self.prefix)
+    }
+
     /// The ticket a member holds in a sale (one entry per member per sale).
     pub fn member_ticket(&self, sale: Uuid, member: Uuid) -> String {
         format!("{}{{sale:{sale}}}:member:{member}", self.prefix)

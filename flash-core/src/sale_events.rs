@@ -29,6 +29,13 @@ pub enum SaleEvent {
     },
     /// Its start time passed (announced by the reconciler within a pass).
     Started,
+    /// The pre-queue was drawn and released into the queue, ahead of later arrivals.
+    PrequeueDrawn {
+        /// The draw's seed: with the tickets, enough to replay the order.
+        seed: i64,
+        /// Tickets in the pre-queue.
+        entrants: usize,
+    },
     /// An admin holds it: nothing drains.
     Paused,
     /// Draining again after a pause.

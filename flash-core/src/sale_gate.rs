@@ -30,6 +30,11 @@ pub struct SaleMeta {
     pub outflow_per_sec: u32,
     /// Buyers who may wait for a returned unit once the gate is empty (0 = no waitlist).
     pub waitlist_limit: u32,
+    /// When the pre-queue opens (before `starts_at`), if the sale has one.
+    pub prequeue_at: Option<DateTime<Utc>>,
+    /// The pre-queue was drawn and released: entries after the start go straight to the gate.
+    /// Only arming writes it (from PostgreSQL); otherwise the release script alone sets it.
+    pub released: bool,
 }
 
 /// How the gate is written when arming.
@@ -65,6 +70,13 @@ pub async fn arm(
         Arm::Replace => pipe.cmd("SET").arg(&gate).arg(units).ignore(),
     };
     hset_meta(&mut pipe, &meta_key, meta);
+    if meta.released {
+        pipe.cmd("HSET")
+            .arg(&meta_key)
+            .arg("released")
+            .arg(1)
+            .ignore();
+    }
     pipe.cmd("EXPIREAT")
         .arg(&gate)
         .arg(expire_at)
@@ -117,6 +129,8 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .arg(meta.outflow_per_sec)
         .arg("waitlist")
         .arg(meta.waitlist_limit)
+        .arg("prequeue_at")
+        .arg(meta.prequeue_at.map_or(0, |at| at.timestamp_millis()))
         .ignore();
 }
 

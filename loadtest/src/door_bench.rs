@@ -91,6 +91,8 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         paused: false,
         outflow_per_sec: 0,
         waitlist_limit: 0,
+        prequeue_at: None,
+        released: false,
     };
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 

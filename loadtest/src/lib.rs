@@ -8,6 +8,7 @@ pub mod auth_bench;
 pub mod check;
 pub mod door_bench;
 pub mod drain_bench;
+pub mod fairness;
 pub mod measure;
 pub mod seed;
 pub mod shop;

@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::{
     check::{CheckReport, check_sale},
+    fairness::{self, Arrival, Fairness},
     measure::{Summary, print_table, run_batch},
     seed::{self, Buyer},
 };
@@ -74,6 +75,10 @@ pub struct SpikeArgs {
     /// Also buy the same units through `POST /orders` and compare.
     #[arg(long)]
     pub baseline: bool,
+    /// Open a pre-queue: half the buyers enter it before the start and are drawn into a
+    /// random order at the start, the rest arrive after; report the draw's fairness.
+    #[arg(long)]
+    pub prequeue: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -116,6 +121,8 @@ pub struct Plan {
     pub settle_timeout: Duration,
     /// Run the synchronous baseline too.
     pub baseline: bool,
+    /// Half the buyers enter a pre-queue before the start.
+    pub prequeue: bool,
     /// Draw progress bars.
     pub progress: bool,
 }
@@ -138,6 +145,7 @@ impl TryFrom<&SpikeArgs> for Plan {
             timeout: Duration::from_secs(args.timeout_secs),
             settle_timeout: Duration::from_secs(args.settle_timeout_secs),
             baseline: args.baseline,
+            prequeue: args.prequeue,
             progress: !args.quiet,
         })
     }
@@ -170,6 +178,10 @@ pub struct SpikeReport {
     pub check: CheckReport,
     /// The synchronous design's run, with `--baseline`.
     pub baseline: Option<Baseline>,
+    /// The pre-queue entries, with `--prequeue` (`entries` are then the later ones).
+    pub prequeue_entries: Option<Summary>,
+    /// How fair the pre-queue draw and the queue behind it were, with `--prequeue`.
+    pub fairness: Option<Fairness>,
 }
 
 /// The naive design: every buyer calls `POST /orders`, which locks the product row.
@@ -188,7 +200,9 @@ pub struct Baseline {
 impl SpikeReport {
     /// True when every ticket became final and no invariant broke.
     pub fn is_healthy(&self) -> bool {
-        self.unfinished == 0 && self.check.is_sound()
+        self.unfinished == 0
+            && self.check.is_sound()
+            && self.fairness.as_ref().is_none_or(Fairness::is_fair)
     }
 
     /// Prints the report as tables.
@@ -199,6 +213,9 @@ impl SpikeReport {
             self.sale_id, self.buyers, self.units
         );
         let mut rows = vec![&self.entries];
+        if let Some(p) = &self.prequeue_entries {
+            rows.insert(0, p);
+        }
         if let Some(b) = &self.baseline {
             rows.push(&b.orders);
         }
@@ -228,6 +245,15 @@ impl SpikeReport {
                 b.throughput_ratio
                     .map_or("-".to_owned(), |r| format!("{r:.1}×")),
                 b.p99_ratio
+            );
+        }
+        if let Some(f) = &self.fairness {
+            println!(
+                "pre-queue: {} buyers drawn with seed {}; later arrivals served ahead of the pre-queue: {}; later arrivals overtaken (order inversions): {}",
+                f.prequeued,
+                f.seed.map_or("-".to_owned(), |s| s.to_string()),
+                f.ahead_of_prequeue,
+                f.inversions
             );
         }
         self.check.print();
@@ -293,22 +319,59 @@ pub async fn run_with(
     };
     let product = shop.product(&run_tag, plan.units).await?;
     let starts_at = Utc::now() + chrono::Duration::from_std(plan.start_in)?;
-    let sale = shop.sale(product, plan.units, starts_at).await?;
+    // The pre-queue is open from creation until the start.
+    let prequeue_secs = if plan.prequeue {
+        i64::try_from(plan.start_in.as_secs())? + 60
+    } else {
+        0
+    };
+    let sale = shop
+        .sale(product, plan.units, starts_at, prequeue_secs)
+        .await?;
     say(format!(
         "sale {sale}: {} units, opens at {starts_at}",
         plan.units
     ));
-    let wait = (starts_at - Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait).await;
-
     let progress = Bars {
         entered: bar(&bars, plan.buyers, "entries"),
         finals: bar(&bars, plan.buyers, "final  "),
         ordered: bar(&bars, usize::try_from(plan.units).unwrap_or(0), "orders "),
     };
+    let early = if plan.prequeue { plan.buyers / 2 } else { 0 };
+    let (prequeue_entries, mut queued) = if plan.prequeue {
+        let (summary, queued, _) = enter_all(
+            &client,
+            plan,
+            sale,
+            &buyers,
+            0..early,
+            &progress,
+            Instant::now(),
+            None,
+        )
+        .await;
+        (Some(summary), queued)
+    } else {
+        (None, Vec::new())
+    };
+    let prequeued: Vec<Uuid> = queued.iter().map(|(_, ticket, _)| *ticket).collect();
+    let wait = (starts_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+
     let start = Instant::now();
-    let (entries, queued, at_once) =
-        enter_all(&client, plan, sale, &buyers, &progress, start).await;
+    let arrivals: Mutex<Vec<Arrival>> = Mutex::default();
+    let (entries, arrived, at_once) = enter_all(
+        &client,
+        plan,
+        sale,
+        &buyers,
+        early..plan.buyers,
+        &progress,
+        start,
+        Some(&arrivals),
+    )
+    .await;
+    queued.extend(arrived);
     let (mut outcomes, entry_final_ms) = (at_once.outcomes, at_once.last_ms);
     let polling = Instant::now();
     let poll_count = Arc::new(AtomicU64::new(0));
@@ -343,6 +406,12 @@ pub async fn run_with(
     say("waiting for payments to settle ...".to_owned());
     settle(db, sale, plan.settle_timeout).await?;
     let check = check_sale(db, Some(redis), keys, sale).await?;
+    let fairness = if plan.prequeue {
+        let arrivals = std::mem::take(&mut *arrivals.lock().await);
+        Some(fairness::measure(db, redis, keys, sale, &prequeued, &arrivals).await?)
+    } else {
+        None
+    };
     let baseline = if plan.baseline {
         say(format!(
             "baseline: {} buyers order {} units through POST /orders ...",
@@ -368,6 +437,8 @@ pub async fn run_with(
         orders_per_second,
         check,
         baseline,
+        prequeue_entries,
+        fairness,
     })
 }
 
@@ -411,10 +482,12 @@ impl Shop {
         product: Uuid,
         units: i64,
         starts_at: DateTime<Utc>,
+        prequeue_secs: i64,
     ) -> anyhow::Result<Uuid> {
         let body = json!({"product_id": product, "price_cents": 9900, "quantity": units,
                           "per_member_limit": 1, "starts_at": starts_at,
-                          "ends_at": starts_at + chrono::Duration::hours(1)});
+                          "ends_at": starts_at + chrono::Duration::hours(1),
+                          "prequeue_secs": prequeue_secs});
         self.create("flash-sales", body).await
     }
 
@@ -456,24 +529,30 @@ struct AtOnce {
 /// A ticket still to follow: the buyer's index, its id, and when to poll next.
 type Queued = (usize, Uuid, u64);
 
-/// Fires every entry; returns the summary, the queued tickets, and the tickets final at once.
+/// Fires the entries of the buyers in `who`; returns the summary, the queued tickets, and the
+/// tickets final at once. With `arrivals`, each ticket's send and answer times are recorded.
+#[allow(clippy::too_many_arguments)]
 async fn enter_all(
     client: &reqwest::Client,
     plan: &Plan,
     sale: Uuid,
     buyers: &Arc<Vec<Buyer>>,
+    who: std::ops::Range<usize>,
     progress: &Bars,
     start: Instant,
+    arrivals: Option<&Mutex<Vec<Arrival>>>,
 ) -> (Summary, Vec<Queued>, AtOnce) {
     let queued: Arc<Mutex<Vec<Queued>>> = Arc::default();
     let done: Arc<Mutex<AtOnce>> = Arc::default();
-    let spread = plan.ramp.as_secs_f64() / plan.buyers.max(1) as f64;
+    let spread = plan.ramp.as_secs_f64() / who.len().max(1) as f64;
+    let first = who.start;
     let summary = run_batch(
         "POST /sales/{id}/tickets",
-        plan.buyers,
+        who.len(),
         plan.connections,
         plan.timeout,
-        |i| {
+        |n| {
+            let i = first + n;
             let request = client
                 .post(format!("{}/sales/{sale}/tickets", plan.admission_url))
                 .bearer_auth(&buyers[i].token);
@@ -481,10 +560,11 @@ async fn enter_all(
             async move {
                 if spread > 0.0 {
                     tokio::time::sleep_until(
-                        (start + Duration::from_secs_f64(spread * i as f64)).into(),
+                        (start + Duration::from_secs_f64(spread * n as f64)).into(),
                     )
                     .await;
                 }
+                let sent_ms = start.elapsed().as_secs_f64() * 1000.0;
                 let Ok(response) = request.send().await else {
                     progress.entered.inc(1);
                     return 0;
@@ -493,6 +573,13 @@ async fn enter_all(
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 progress.entered.inc(1);
                 let ticket = body["ticket_id"].as_str().and_then(|t| t.parse().ok());
+                if let (Some(arrivals), Some(ticket)) = (arrivals, ticket) {
+                    arrivals.lock().await.push(Arrival {
+                        ticket,
+                        sent_ms,
+                        answered_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    });
+                }
                 match (ticket, body["poll_after_ms"].as_u64()) {
                     (Some(ticket), Some(after)) => queued.lock().await.push((i, ticket, after)),
                     (Some(_), None) => {

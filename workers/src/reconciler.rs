@@ -45,6 +45,8 @@ struct LiveSale {
     paused_at: Option<DateTime<Utc>>,
     outflow_per_sec: i32,
     waitlist_limit: i32,
+    prequeue_secs: i32,
+    released_at: Option<DateTime<Utc>>,
 }
 
 impl Reconciler {
@@ -73,7 +75,7 @@ impl Reconciler {
         self.announce().await?;
         let sales: Vec<LiveSale> = sqlx::query_as(
             "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at,
-                    paused_at, outflow_per_sec, waitlist_limit
+                    paused_at, outflow_per_sec, waitlist_limit, prequeue_secs, released_at
              from flash_sales where ends_at > now()",
         )
         .fetch_all(&self.db)
@@ -102,6 +104,10 @@ impl Reconciler {
                 paused: sale.paused_at.is_some(),
                 outflow_per_sec: u32::try_from(sale.outflow_per_sec).unwrap_or(0),
                 waitlist_limit: u32::try_from(sale.waitlist_limit).unwrap_or(0),
+                prequeue_at: (sale.prequeue_secs > 0).then(|| {
+                    sale.starts_at - chrono::Duration::seconds(i64::from(sale.prequeue_secs))
+                }),
+                released: sale.released_at.is_some(),
             };
             sale_gate::arm(
                 &self.redis,

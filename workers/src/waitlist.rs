@@ -10,6 +10,9 @@
 //! between leaves the ticket in the promoting set and the next pass, of any worker process,
 //! publishes it again (JetStream drops the duplicate): a promoted buyer is never lost. At the
 //! end of the sale every ticket still waitlisted becomes `sold_out`.
+//!
+//! The same promoting set carries the tickets admission's pre-queue release hands out, so a
+//! release cut short by a crash is finished here too.
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -116,7 +119,7 @@ impl Promoter {
     pub async fn promote_once(&self) -> anyhow::Result<Promotions> {
         let sales: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "select flash_sale_id, ends_at, cancelled_at from flash_sales
-             where waitlist_limit > 0 and ends_at > now() - interval '1 day'",
+             where (waitlist_limit > 0 or prequeue_secs > 0) and ends_at > now() - interval '1 day'",
         )
         .fetch_all(&self.db)
         .await?;

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flash_core::{
     ApiError, ProblemType,
     auth::AuthMember,
@@ -38,8 +38,9 @@ pub(crate) struct TicketBody {
     ticket_id: Uuid,
     sale_id: Uuid,
     /// `queued` (shown as `paused` while an admin holds the sale), then `ordered` (with
-    /// `order_id`), `paid` or `cancelled`; or `waitlisted` (then `queued` when a unit comes
-    /// back to them, or `sold_out` at the end), `sold_out`, `rejected`, `failed`, `expired`.
+    /// `order_id`), `paid` or `cancelled`; or `prequeued` (until the draw at `draw_at`), or
+    /// `waitlisted` (then `queued` when a unit comes back to them, or `sold_out` at the end),
+    /// `sold_out`, `rejected`, `failed`, `expired`.
     status: String,
     /// Tickets ahead of this one (queued tickets only).
     position: Option<i64>,
@@ -52,6 +53,9 @@ pub(crate) struct TicketBody {
     /// Place on the waitlist, 1 = next to get a unit that comes back (waitlisted tickets).
     #[serde(skip_serializing_if = "Option::is_none")]
     waitlist_position: Option<i64>,
+    /// When the pre-queue is drawn (pre-queued tickets): then the ticket gets a position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draw_at: Option<DateTime<Utc>>,
 }
 
 impl TicketBody {
@@ -79,9 +83,14 @@ impl TicketBody {
             // buyer waits on returned units, which come slowly.
             poll_after_ms: position
                 .map(|p| (250 + p.saturating_mul(2)).min(10_000))
-                .or(state.waitlist_position.map(|_| 2_000)),
+                .or(state.waitlist_position.map(|_| 2_000))
+                .or(state.draw_at.map(|at| {
+                    // Until the draw, and a moment after it while the release runs.
+                    (at - Utc::now()).num_milliseconds().clamp(250, 5_000)
+                })),
             order_id: state.order_id,
             waitlist_position: state.waitlist_position,
+            draw_at: state.draw_at,
         }
     }
 
@@ -169,17 +178,22 @@ pub(crate) async fn create_ticket(
                 poll_after_ms: Some(250),
                 order_id: None,
                 waitlist_position: None,
+                draw_at: None,
             };
             Ok(ticket_response(StatusCode::ACCEPTED, body))
         }
-        Entry::Waitlisted { ticket } => {
+        Entry::Waitlisted { ticket } | Entry::Prequeued { ticket } => {
             state.gate.index(sale, ticket).await?;
-            metrics::counter!("flash_admission_tickets_total", "outcome" => "waitlisted")
-                .increment(1);
             let current =
                 state.gate.ticket(ticket).await?.ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
                 })?;
+            let outcome = if current.draw_at.is_some() {
+                "prequeued"
+            } else {
+                "waitlisted"
+            };
+            metrics::counter!("flash_admission_tickets_total", "outcome" => outcome).increment(1);
             Ok(ticket_response(
                 StatusCode::ACCEPTED,
                 TicketBody::from_state(ticket, &current),
@@ -198,6 +212,7 @@ pub(crate) async fn create_ticket(
                 poll_after_ms: None,
                 order_id: None,
                 waitlist_position: None,
+                draw_at: None,
             };
             Ok(ticket_response(StatusCode::OK, body))
         }
@@ -350,6 +365,7 @@ async fn load_ticket(
                 poll_after_ms: None,
                 order_id: Some(order_id),
                 waitlist_position: None,
+                draw_at: None,
             })
         }
         _ => Err(not_found()),

@@ -103,6 +103,8 @@ impl TestApp {
             paused: false,
             outflow_per_sec: 0,
             waitlist_limit: 0,
+            prequeue_at: None,
+            released: false,
         };
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)
             .await

@@ -74,6 +74,9 @@ pub(super) struct SaleRow {
     pub(super) paused_at: Option<DateTime<Utc>>,
     pub(super) outflow_per_sec: i32,
     waitlist_limit: i32,
+    prequeue_secs: i32,
+    draw_seed: Option<i64>,
+    released_at: Option<DateTime<Utc>>,
 }
 
 impl SaleRow {
@@ -98,6 +101,9 @@ impl SaleRow {
             paused: self.paused_at.is_some(),
             outflow_per_sec: u32::try_from(self.outflow_per_sec).unwrap_or(0),
             waitlist_limit: u32::try_from(self.waitlist_limit).unwrap_or(0),
+            prequeue_at: (self.prequeue_secs > 0)
+                .then(|| self.starts_at - chrono::Duration::seconds(i64::from(self.prequeue_secs))),
+            released: self.released_at.is_some(),
         }
     }
 
@@ -117,6 +123,9 @@ impl SaleRow {
             paused: self.paused_at.is_some(),
             outflow_per_sec: self.outflow_per_sec,
             waitlist_limit: self.waitlist_limit,
+            prequeue_secs: self.prequeue_secs,
+            draw_seed: self.draw_seed,
+            released_at: self.released_at,
         }
     }
 }
@@ -124,7 +133,8 @@ impl SaleRow {
 macro_rules! sale_columns {
     () => {
         "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
-         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit"
+         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit,
+         prequeue_secs, draw_seed, released_at"
     };
 }
 pub(super) use sale_columns;
@@ -152,6 +162,13 @@ pub(crate) struct SaleBody {
     outflow_per_sec: i32,
     /// Buyers who may wait for a unit to come back once the sale is sold out (0 = none).
     waitlist_limit: i32,
+    /// The pre-queue opens this many seconds before the start (0 = none).
+    prequeue_secs: i32,
+    /// The seed of the pre-queue draw, once drawn: with the tickets, it replays the order
+    /// (`flash_core::prequeue::draw`; the order itself is in `prequeue_draws`).
+    draw_seed: Option<i64>,
+    /// When the drawn pre-queue was released into the queue.
+    released_at: Option<DateTime<Utc>>,
 }
 
 /// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
@@ -320,6 +337,11 @@ pub(crate) struct NewSale {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 10_000_000)]
     waitlist_limit: i64,
+    /// Open a pre-queue this many seconds before the start (0, the default = none): whoever
+    /// enters then is ordered by a seeded random draw at the start, ahead of later arrivals.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 86_400)]
+    prequeue_secs: i64,
 }
 
 fn one() -> i64 {
@@ -332,6 +354,7 @@ struct SaleFigures {
     quantity: i64,
     limit: i64,
     waitlist: i64,
+    prequeue: i64,
 }
 
 fn validate_sale(
@@ -362,6 +385,7 @@ fn validate_sale(
         MAX_QUANTITY,
         &mut errors,
     );
+    check_range("prequeue_secs", figures.prequeue, 0, 86_400, &mut errors);
     if starts >= ends {
         errors.push(FieldError::new("ends_at", "must be after starts_at"));
     }
@@ -401,6 +425,7 @@ pub(crate) async fn create_flash_sale(
             quantity: new.quantity,
             limit: new.per_member_limit,
             waitlist: new.waitlist_limit,
+            prequeue: new.prequeue_secs,
         },
         new.starts_at,
         new.ends_at,
@@ -409,8 +434,8 @@ pub(crate) async fn create_flash_sale(
     let (currency, product_version) = reserve_stock(&mut tx, new.product_id, new.quantity).await?;
     let sale: SaleRow = sqlx::query_as(concat!(
         "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left,
-                                  per_member_limit, starts_at, ends_at, waitlist_limit)
-         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
+                                  per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs)
+         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)
          returning ", sale_columns!()
     ))
     .bind(Uuid::now_v7())
@@ -422,6 +447,7 @@ pub(crate) async fn create_flash_sale(
     .bind(new.starts_at)
     .bind(new.ends_at)
     .bind(i32::try_from(new.waitlist_limit).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(new.prequeue_secs).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     sale_events::record(
@@ -511,6 +537,7 @@ pub(crate) struct SaleChanges {
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
     waitlist_limit: Option<i64>,
+    prequeue_secs: Option<i64>,
 }
 
 // PATCH /flash-sales/{id} → 200 (admin); only before the sale starts; re-arms the gate
@@ -557,12 +584,16 @@ pub(crate) async fn update_flash_sale(
     let waitlist = changes
         .waitlist_limit
         .unwrap_or(i64::from(sale.waitlist_limit));
+    let prequeue = changes
+        .prequeue_secs
+        .unwrap_or(i64::from(sale.prequeue_secs));
     validate_sale(
         &SaleFigures {
             price,
             quantity,
             limit,
             waitlist,
+            prequeue,
         },
         starts,
         ends,
@@ -576,7 +607,8 @@ pub(crate) async fn update_flash_sale(
     // Nobody can have been admitted before the start, so the whole quantity is still left.
     let updated: SaleRow = sqlx::query_as(concat!(
         "update flash_sales set price_cents = $2, quantity = $3, quantity_left = $3,
-                per_member_limit = $4, starts_at = $5, ends_at = $6, waitlist_limit = $7
+                per_member_limit = $4, starts_at = $5, ends_at = $6, waitlist_limit = $7,
+                prequeue_secs = $8
          where flash_sale_id = $1
          returning ",
         sale_columns!()
@@ -588,6 +620,7 @@ pub(crate) async fn update_flash_sale(
     .bind(starts)
     .bind(ends)
     .bind(i32::try_from(waitlist).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(prequeue).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -113,6 +113,11 @@ async fn invalid_sales_are_refused_with_the_field_named(db: PgPool) {
             "a negative waitlist",
         ),
         (
+            with("prequeue_secs", json!(86_401)),
+            "prequeue_secs",
+            "a pre-queue open for more than a day",
+        ),
+        (
             with("per_member_limit", json!(0)),
             "per_member_limit",
             "limit below 1",

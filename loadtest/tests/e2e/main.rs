@@ -4,6 +4,8 @@
 // A failed unwrap is how a test reports an unexpected answer.
 #![allow(clippy::unwrap_used)]
 
+mod prequeue;
+mod sale;
 mod spike;
 mod stack;
 mod waitlist;

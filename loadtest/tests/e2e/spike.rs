@@ -97,3 +97,24 @@ async fn the_checker_catches_planted_violations(db: PgPool) {
     assert!(said.contains("1 tickets are still queued"), "{said}");
     stack.stop().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_prequeue_spike_reports_a_fair_draw(db: PgPool) {
+    let stack = Stack::start(&db, 0.02).await;
+    let mut plan = stack.plan(400, 300);
+    plan.prequeue = true;
+
+    let report = stack.spike(&db, &plan).await;
+
+    let fairness = report.fairness.clone().unwrap();
+    assert_eq!(fairness.prequeued, 200, "{fairness:?}");
+    assert!(fairness.seed.is_some());
+    assert_eq!(
+        (fairness.ahead_of_prequeue, fairness.inversions),
+        (0, 0),
+        "{fairness:?}"
+    );
+    assert!(report.is_healthy(), "{:?}", report.check.violations);
+    assert_eq!(report.prequeue_entries.as_ref().unwrap().requests, 200);
+    stack.stop().await;
+}

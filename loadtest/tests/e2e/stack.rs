@@ -17,6 +17,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One stack at a time: each runs every service and a spike, and several at once on two cores
+/// would time each other out rather than test anything.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The three services of the flash-sale path, on free ports.
 pub(crate) struct Stack {
     pub(crate) iso: Isolation,
@@ -24,18 +28,22 @@ pub(crate) struct Stack {
     pub(crate) signer: JwtSigner,
     pub(crate) redis: redis::aio::ConnectionManager,
     pub(crate) door: String,
+    /// A second admission process on the same servers, as in a scaled-out deployment.
+    pub(crate) second_door: String,
     pub(crate) catalog: String,
     mail_dir: std::path::PathBuf,
     shutdown: CancellationToken,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Stack {
     /// The stack with the workers' simulated payment provider declining `decline_rate` of
     /// charges.
     pub(crate) async fn start(db: &PgPool, decline_rate: f64) -> Self {
+        let turn = TURN.lock().await;
         let iso = Isolation::new();
         let shutdown = CancellationToken::new();
-        let (door, catalog) = (free_port(), free_port());
+        let (door, second_door, catalog) = (free_port(), free_port(), free_port());
 
         let mut catalog_config = catalog_api::Config::parse_from(["catalog-api"]);
         catalog_config.addr = format!("127.0.0.1:{catalog}").parse().unwrap();
@@ -53,15 +61,17 @@ impl Stack {
             .unwrap();
         tokio::spawn(app.run());
 
-        let mut door_config = admission::Config::parse_from(["admission"]);
-        door_config.addr = format!("127.0.0.1:{door}").parse().unwrap();
-        door_config.redis = iso.redis.clone();
-        door_config.nats = iso.nats.clone();
-        door_config.jwt.jwt_public_key = iso.public_key_path();
-        let app = admission::App::build_with(door_config, db.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        tokio::spawn(app.run());
+        for port in [door, second_door] {
+            let mut door_config = admission::Config::parse_from(["admission"]);
+            door_config.addr = format!("127.0.0.1:{port}").parse().unwrap();
+            door_config.redis = iso.redis.clone();
+            door_config.nats = iso.nats.clone();
+            door_config.jwt.jwt_public_key = iso.public_key_path();
+            let app = admission::App::build_with(door_config, db.clone(), shutdown.clone())
+                .await
+                .unwrap();
+            tokio::spawn(app.run());
+        }
 
         let mail_dir = std::env::temp_dir().join(format!("loadtest-mail-{}", Uuid::new_v4()));
         let mut worker_config = workers::Config::parse_from(["workers"]);
@@ -82,9 +92,11 @@ impl Stack {
             signer,
             redis,
             door: format!("http://127.0.0.1:{door}"),
+            second_door: format!("http://127.0.0.1:{second_door}"),
             catalog: format!("http://127.0.0.1:{catalog}"),
             mail_dir,
             shutdown,
+            _turn: turn,
         }
     }
 
@@ -101,6 +113,7 @@ impl Stack {
             timeout: Duration::from_secs(60),
             settle_timeout: Duration::from_secs(30),
             baseline: false,
+            prequeue: false,
             progress: false,
         }
     }

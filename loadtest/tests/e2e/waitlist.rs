@@ -4,119 +4,27 @@
 
 use std::time::Duration;
 
-use crate::stack::Stack;
-use chrono::Utc;
+use crate::{sale::Sale, stack::Stack};
 use flash_core::domain::Role;
 use loadtest::{check::check_sale, seed};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-struct Sale<'a> {
-    stack: &'a Stack,
-    client: reqwest::Client,
-    admin: seed::Buyer,
-    id: Uuid,
-}
-
-impl Sale<'_> {
-    async fn admin_post(&self, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.stack.catalog))
-            .bearer_auth(&self.admin.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
-    }
-
-    async fn enter(&self, buyer: &seed::Buyer) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/sales/{}/tickets", self.stack.door, self.id))
-            .bearer_auth(&buyer.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        response.json().await.unwrap()
-    }
-
-    async fn ticket(&self, buyer: &seed::Buyer, ticket: &str) -> Value {
-        self.client
-            .get(format!("{}/tickets/{ticket}", self.stack.door))
-            .bearer_auth(&buyer.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Polls until the ticket's status is `want` (the workers run in the background); `ordered`
-    /// also matches a ticket whose order was since paid or cancelled.
-    async fn wait_for(&self, buyer: &seed::Buyer, ticket: &str, want: &str) -> Value {
-        for _ in 0..200 {
-            let current = self.ticket(buyer, ticket).await;
-            let status = current["status"].as_str().unwrap_or_default();
-            let matched =
-                status == want || (want == "ordered" && matches!(status, "paid" | "cancelled"));
-            if matched {
-                return current;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "ticket {ticket} never became {want}: {}",
-            self.ticket(buyer, ticket).await
-        );
-    }
-}
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
     let stack = Stack::start(&db, 0.0).await;
-    let admin = seed::members(&db, &stack.signer, "wl-admin", 1, Role::Admin)
-        .await
-        .unwrap()
-        .remove(0);
     let buyers = seed::members(&db, &stack.signer, "wl-buyer", 11, Role::Buyer)
         .await
         .unwrap();
-    let client = reqwest::Client::new();
-    let product: Value = client
-        .post(format!("{}/products", stack.catalog))
-        .bearer_auth(&admin.token)
-        .json(&json!({"sku": "WL-1", "name": "Waitlisted", "price_cents": 5000, "currency": "EUR", "stock": 10}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let starts = Utc::now() - chrono::Duration::seconds(1);
-    let created: Value = client
-        .post(format!("{}/flash-sales", stack.catalog))
-        .bearer_auth(&admin.token)
-        .json(&json!({
-            "product_id": product["id"], "price_cents": 2500, "quantity": 3, "per_member_limit": 1,
-            "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1), "waitlist_limit": 5,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(created["waitlist_limit"], 5, "{created}");
-    let sale = Sale {
-        stack: &stack,
-        client,
-        id: created["id"].as_str().unwrap().parse().unwrap(),
-        admin,
-    };
+    let sale = Sale::create(
+        &stack,
+        &db,
+        3,
+        chrono::Duration::seconds(-1),
+        json!({"waitlist_limit": 5}),
+    )
+    .await;
 
     // 3 units, 5 places on the waitlist, 10 buyers one after the other.
     let mut tickets = Vec::new();
@@ -234,44 +142,17 @@ async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn a_failed_payment_hands_the_unit_down_the_waitlist(db: PgPool) {
     let stack = Stack::start(&db, 1.0).await;
-    let admin = seed::members(&db, &stack.signer, "wl-admin", 1, Role::Admin)
-        .await
-        .unwrap()
-        .remove(0);
     let buyers = seed::members(&db, &stack.signer, "wl-buyer", 4, Role::Buyer)
         .await
         .unwrap();
-    let client = reqwest::Client::new();
-    let product: Value = client
-        .post(format!("{}/products", stack.catalog))
-        .bearer_auth(&admin.token)
-        .json(&json!({"sku": "WL-2", "name": "Declined", "price_cents": 5000, "currency": "EUR", "stock": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let starts = Utc::now() - chrono::Duration::seconds(1);
-    let created: Value = client
-        .post(format!("{}/flash-sales", stack.catalog))
-        .bearer_auth(&admin.token)
-        .json(&json!({
-            "product_id": product["id"], "price_cents": 2500, "quantity": 1, "per_member_limit": 1,
-            "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1), "waitlist_limit": 3,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale = Sale {
-        stack: &stack,
-        client,
-        id: created["id"].as_str().unwrap().parse().unwrap(),
-        admin,
-    };
+    let sale = Sale::create(
+        &stack,
+        &db,
+        1,
+        chrono::Duration::seconds(-1),
+        json!({"waitlist_limit": 3}),
+    )
+    .await;
     let mut tickets = Vec::new();
     for buyer in &buyers {
         tickets.push(

@@ -222,6 +222,8 @@ impl Env {
             paused,
             outflow_per_sec,
             waitlist_limit: 0,
+            prequeue_at: None,
+            released: false,
         };
         flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
             .await
