@@ -11,6 +11,9 @@ alter table flash_sales
     add column waitlist_limit integer not null default 0,
     -- The pre-queue opens this many seconds before starts_at; 0 = no pre-queue.
     add column prequeue_secs integer not null default 0,
+    -- Bot friction: each entry must carry a proof of work of this many leading zero bits;
+    -- 0 = none.
+    add column pow_bits integer not null default 0,
     -- The seed of the pre-queue draw (chosen at the first attempt, so a retry draws the same
     -- order) and when the drawn pre-queue and the arrivals behind it were released.
     add column draw_seed bigint,
@@ -20,7 +23,8 @@ alter table flash_sales
     add column ended_announced_at timestamptz,
     add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0),
     add constraint flash_sales_waitlist_limit_check check (waitlist_limit >= 0),
-    add constraint flash_sales_prequeue_secs_check check (prequeue_secs >= 0 and prequeue_secs <= 86400);
+    add constraint flash_sales_prequeue_secs_check check (prequeue_secs >= 0 and prequeue_secs <= 86400),
+    add constraint flash_sales_pow_bits_check check (pow_bits >= 0 and pow_bits <= 24);
 
 -- The pre-queue draw of a sale, for audit: the order the pre-queued tickets were released in.
 -- Replayable: sort the tickets by id and apply flash_core::prequeue::draw with the sale's seed.

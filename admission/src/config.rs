@@ -68,4 +68,14 @@ pub struct Config {
     /// released (one process releases each sale).
     #[arg(long, env = "DRAW_INTERVAL_MS", default_value_t = 200)]
     pub draw_interval_ms: u64,
+    /// Entries per client address per minute, across members (bot friction: one machine
+    /// entering many accounts); 0 (the default) = no limit. Mind shared addresses (offices,
+    /// carrier NAT) before setting it low.
+    #[arg(long, env = "ENTRY_RATE_PER_ADDRESS_PER_MIN", default_value_t = 0)]
+    pub entry_rate_per_address_per_min: u32,
+    /// Header a trusted balancer puts the client's address in (e.g. `x-forwarded-for`; its
+    /// first entry counts); unset = the connection's peer address. Never set it when clients
+    /// reach this process directly: they could claim any address.
+    #[arg(long, env = "CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
 }

@@ -19,14 +19,14 @@ use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
 /// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
-/// ARGV: ticket id, member id, now (ms).
+/// ARGV: ticket id, member id, now (ms), proof-of-work bits the entry carries.
 const ENTER: &str = r"
 local existing = redis.call('GET', KEYS[3])
 if existing then
   local t = redis.call('HMGET', KEYS[5]:sub(1, -37) .. existing, 'status', 'seq')
   return {'existing', existing, t[1] or 'queued', t[2] or '0'}
 end
-local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released')
+local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released', 'pow')
 if not meta[1] then return {'unknown'} end
 local now = tonumber(ARGV[3])
 if meta[3] == '1' or now >= tonumber(meta[2]) then return {'ended'} end
@@ -38,6 +38,7 @@ if now < tonumber(meta[1]) then
 elseif prequeue_at > 0 and meta[6] ~= '1' then
   held = KEYS[9]
 end
+if tonumber(meta[7] or '0') > tonumber(ARGV[4]) then return {'pow', meta[7]} end
 if held then
   redis.call('RPUSH', held, ARGV[1])
   redis.call('PEXPIREAT', held, expire_at)
@@ -106,6 +107,8 @@ pub(crate) enum Entry {
     SoldOut { ticket: Uuid },
     /// The sale opens later.
     Early { starts_at: DateTime<Utc> },
+    /// The sale wants a proof of work of this many bits, and the entry carried less.
+    ProofOfWork { bits: u32 },
     /// The sale ended or was cancelled.
     Ended,
     /// The gate is not armed: no such sale, or Redis lost it.
@@ -192,6 +195,7 @@ impl Gate {
         sale: Uuid,
         member: MemberId,
         now: DateTime<Utc>,
+        work: u32,
     ) -> redis::RedisResult<Entry> {
         let candidate = Uuid::now_v7();
         let mut conn = self.redis.clone();
@@ -209,6 +213,7 @@ impl Gate {
             .arg(candidate.to_string())
             .arg(member.get().to_string())
             .arg(now.timestamp_millis())
+            .arg(work)
             .invoke_async(&mut conn)
             .await?;
         Ok(parse_entry(&reply))
@@ -333,6 +338,9 @@ fn parse_entry(reply: &[String]) -> Entry {
                 .unwrap_or_else(Utc::now),
         },
         Some("ended") => Entry::Ended,
+        Some("pow") => Entry::ProofOfWork {
+            bits: reply.get(1).and_then(|b| b.parse().ok()).unwrap_or(0),
+        },
         _ => Entry::Unknown,
     }
 }

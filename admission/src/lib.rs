@@ -10,6 +10,7 @@ mod draw;
 mod gate;
 mod http;
 mod limits;
+mod pow;
 mod queue;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -77,7 +78,14 @@ impl App {
         let limits = Arc::new(limits::EntryLimits::new(
             config.entry_rate_per_sec,
             config.entry_rate_per_member_per_min,
+            config.entry_rate_per_address_per_min,
         ));
+        let client_address_header = config
+            .client_address_header
+            .as_deref()
+            .map(axum::http::HeaderName::try_from)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("CLIENT_ADDRESS_HEADER is not a header name: {e}"))?;
         let state = http::AppState {
             db: pool.clone(),
             auth: Arc::new(authenticator(
@@ -90,6 +98,7 @@ impl App {
             limits: Arc::clone(&limits),
             queue_max_depth: config.queue_max_depth,
             long_poll_max_secs: config.long_poll_max_secs,
+            client_address_header,
             waiting_room: http::waiting_room_page(
                 &config.member_public_url,
                 &config.catalog_public_url,

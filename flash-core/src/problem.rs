@@ -43,6 +43,9 @@ pub enum ProblemType {
     SaleNotStarted,
     /// The flash sale ended or was cancelled.
     SaleEnded,
+    /// The flash sale asks each entry for a proof of work; `pow_bits` and `pow_challenge` say
+    /// what to solve.
+    ProofOfWorkRequired,
     /// Too many requests; retry after `Retry-After` seconds.
     RateLimited,
     /// A dependency (database, Redis, NATS) is unavailable or the server is overloaded.
@@ -68,6 +71,7 @@ impl ProblemType {
             Self::OutOfStock => "/problems/out-of-stock",
             Self::SaleNotStarted => "/problems/sale-not-started",
             Self::SaleEnded => "/problems/sale-ended",
+            Self::ProofOfWorkRequired => "/problems/proof-of-work-required",
             Self::RateLimited => "/problems/rate-limited",
             Self::Unavailable => "/problems/unavailable",
             Self::Internal => "/problems/internal",
@@ -90,6 +94,7 @@ impl ProblemType {
             Self::OutOfStock => "Out of stock",
             Self::SaleNotStarted => "Sale not started",
             Self::SaleEnded => "Sale ended",
+            Self::ProofOfWorkRequired => "Proof of work required",
             Self::RateLimited => "Too many requests",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal server error",
@@ -111,6 +116,7 @@ impl ProblemType {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::SaleNotStarted => StatusCode::TOO_EARLY,
             Self::SaleEnded => StatusCode::GONE,
+            Self::ProofOfWorkRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +160,12 @@ pub struct ProblemBody {
     /// When a sale that has not started opens (RFC 7807 extension member).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Leading zero bits the proof of work must reach (extension member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow_bits: Option<u32>,
+    /// What to hash, followed by the nonce (extension member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow_challenge: Option<String>,
 }
 
 /// Every way a request can fail, each mapped to one status and problem type.
@@ -175,6 +187,15 @@ pub enum ApiError {
     SaleNotStarted {
         /// When it opens.
         starts_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The sale wants a proof of work with the entry (428): a nonce such that SHA-256 of
+    /// `challenge` + nonce starts with `bits` zero bits.
+    #[error("proof of work required")]
+    ProofOfWorkRequired {
+        /// Leading zero bits required.
+        bits: u32,
+        /// The text to hash before the nonce.
+        challenge: String,
     },
     /// Too many requests; the client may retry after the given time.
     #[error("too many requests")]
@@ -242,6 +263,7 @@ impl ApiError {
             Self::Problem { kind, .. } => *kind,
             Self::Validation(_) => ProblemType::Validation,
             Self::SaleNotStarted { .. } => ProblemType::SaleNotStarted,
+            Self::ProofOfWorkRequired { .. } => ProblemType::ProofOfWorkRequired,
             Self::RateLimited { .. } => ProblemType::RateLimited,
             Self::Unavailable { .. } => ProblemType::Unavailable,
             Self::Internal(_) => ProblemType::Internal,
@@ -274,6 +296,7 @@ impl IntoResponse for ApiError {
         let mut errors = Vec::new();
         let mut retry_after = None;
         let mut starts_at = None;
+        let mut pow = None;
         let detail = match self {
             Self::Problem { detail, .. } => detail,
             Self::Validation(fields) => {
@@ -290,6 +313,13 @@ impl IntoResponse for ApiError {
                 retry_after = Some(wait);
                 starts_at = Some(opens);
                 format!("the sale starts at {}", opens.to_rfc3339())
+            }
+            Self::ProofOfWorkRequired { bits, challenge } => {
+                let detail = format!(
+                    "send X-Proof-Of-Work: a nonce such that SHA-256(pow_challenge + nonce) starts with {bits} zero bits"
+                );
+                pow = Some((bits, challenge));
+                detail
             }
             Self::RateLimited { retry_after: wait } => {
                 retry_after = Some(wait);
@@ -308,9 +338,13 @@ impl IntoResponse for ApiError {
                 "an internal error occurred".to_owned()
             }
         };
-        problem_response(kind, detail, errors, retry_after)
-            .with_starts_at(starts_at)
-            .into_response()
+        let mut response =
+            problem_response(kind, detail, errors, retry_after).with_starts_at(starts_at);
+        if let Some((bits, challenge)) = pow {
+            response.body.pow_bits = Some(bits);
+            response.body.pow_challenge = Some(challenge);
+        }
+        response.into_response()
     }
 }
 
@@ -330,6 +364,8 @@ pub fn problem_response(
             detail,
             errors,
             starts_at: None,
+            pow_bits: None,
+            pow_challenge: None,
         },
         retry_after,
     }

@@ -32,6 +32,8 @@ pub struct SaleMeta {
     pub waitlist_limit: u32,
     /// When the pre-queue opens (before `starts_at`), if the sale has one.
     pub prequeue_at: Option<DateTime<Utc>>,
+    /// Leading zero bits of the proof of work each entry must carry (0 = none).
+    pub pow_bits: u32,
     /// The pre-queue was drawn and released: entries after the start go straight to the gate.
     /// Only arming writes it (from PostgreSQL); otherwise the release script alone sets it.
     pub released: bool,
@@ -131,6 +133,8 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .arg(meta.waitlist_limit)
         .arg("prequeue_at")
         .arg(meta.prequeue_at.map_or(0, |at| at.timestamp_millis()))
+        .arg("pow")
+        .arg(meta.pow_bits)
         .ignore();
 }
 

@@ -92,6 +92,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         outflow_per_sec: 0,
         waitlist_limit: 0,
         prequeue_at: None,
+        pow_bits: 0,
         released: false,
     };
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;

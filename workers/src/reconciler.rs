@@ -47,6 +47,7 @@ struct LiveSale {
     waitlist_limit: i32,
     prequeue_secs: i32,
     released_at: Option<DateTime<Utc>>,
+    pow_bits: i32,
 }
 
 impl Reconciler {
@@ -75,7 +76,8 @@ impl Reconciler {
         self.announce().await?;
         let sales: Vec<LiveSale> = sqlx::query_as(
             "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at,
-                    paused_at, outflow_per_sec, waitlist_limit, prequeue_secs, released_at
+                    paused_at, outflow_per_sec, waitlist_limit, prequeue_secs, released_at,
+                    pow_bits
              from flash_sales where ends_at > now()",
         )
         .fetch_all(&self.db)
@@ -108,6 +110,7 @@ impl Reconciler {
                     sale.starts_at - chrono::Duration::seconds(i64::from(sale.prequeue_secs))
                 }),
                 released: sale.released_at.is_some(),
+                pow_bits: u32::try_from(sale.pow_bits).unwrap_or(0),
             };
             sale_gate::arm(
                 &self.redis,

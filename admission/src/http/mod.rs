@@ -30,6 +30,26 @@ pub(crate) struct AppState {
     pub(crate) queue_max_depth: u64,
     pub(crate) long_poll_max_secs: u64,
     pub(crate) waiting_room: Arc<flash_core::page::Page>,
+    /// The header a trusted balancer puts the client's address in (its first entry), if any.
+    pub(crate) client_address_header: Option<axum::http::HeaderName>,
+}
+
+impl AppState {
+    /// The client's address for the per-address entry limit: from the configured header when
+    /// it holds one, else the connection's peer.
+    pub(crate) fn client_address(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: std::net::SocketAddr,
+    ) -> std::net::IpAddr {
+        self.client_address_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+            .unwrap_or_else(|| peer.ip())
+    }
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

@@ -1,10 +1,10 @@
 //! `POST /sales/{id}/tickets` (the door) and `GET /tickets/{id}` (the waiting room's poll).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::gate::{Entry, TicketState};
+use crate::{
+    gate::{Entry, TicketState},
+    pow,
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -119,6 +122,7 @@ impl TicketBody {
         (status = 404, description = "No such sale", body = ProblemBody, content_type = "application/problem+json"),
         (status = 410, description = "The sale ended or was cancelled", body = ProblemBody, content_type = "application/problem+json"),
         (status = 425, description = "The sale has not started; see starts_at and Retry-After", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 428, description = "The sale asks for a proof of work (X-Proof-Of-Work); see pow_bits and pow_challenge", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many entries; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Queue full or unavailable; nothing was taken; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -127,10 +131,13 @@ impl TicketBody {
 pub(crate) async fn create_ticket(
     State(state): State<AppState>,
     member: AuthMember,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(sale): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    state.limits.check(member.member_id)?;
+    state
+        .limits
+        .check(member.member_id, state.client_address(&headers, peer))?;
     if state.queue.depth() >= state.queue_max_depth {
         metrics::counter!("flash_admission_tickets_total", "outcome" => "queue_full").increment(1);
         return Err(ApiError::unavailable(anyhow::anyhow!(
@@ -139,7 +146,10 @@ pub(crate) async fn create_ticket(
         )));
     }
     let now = Utc::now();
-    match state.gate.enter(sale, member.member_id, now).await? {
+    let challenge = pow::challenge(sale, member.member_id.get());
+    let nonce = headers.get(pow::HEADER).and_then(|v| v.to_str().ok());
+    let work = pow::work(&challenge, nonce);
+    match state.gate.enter(sale, member.member_id, now, work).await? {
         Entry::Queued { ticket, seq } => {
             let message = TicketMessage {
                 ticket_id: ticket,
@@ -231,6 +241,10 @@ pub(crate) async fn create_ticket(
         Entry::Early { starts_at } => {
             Err(rejected("early", ApiError::SaleNotStarted { starts_at }))
         }
+        Entry::ProofOfWork { bits } => Err(rejected(
+            "proof_of_work",
+            ApiError::ProofOfWorkRequired { bits, challenge },
+        )),
         Entry::Ended => Err(rejected(
             "ended",
             ApiError::new(ProblemType::SaleEnded, "the sale is over"),

@@ -121,13 +121,15 @@ impl Services {
         login["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// A product and a sale of `quantity` units opening `starts_in` from now.
+    /// A product and a sale of `quantity` units opening `starts_in` from now, asking each
+    /// entry for a proof of work of `pow_bits`.
     async fn sale(
         &self,
         client: &reqwest::Client,
         admin: &str,
         quantity: i64,
         starts_in: chrono::Duration,
+        pow_bits: u32,
     ) -> Uuid {
         let product: Value = client
             .post(format!("{}/products", self.catalog))
@@ -139,7 +141,7 @@ impl Services {
             .post(format!("{}/flash-sales", self.catalog))
             .bearer_auth(admin)
             .json(&json!({"product_id": product["id"], "price_cents": 9900, "quantity": quantity, "per_member_limit": 1,
-                          "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1)}))
+                          "starts_at": starts, "ends_at": starts + chrono::Duration::hours(1), "pow_bits": pow_bits}))
             .send().await.unwrap().json().await.unwrap();
         sale["id"].as_str().unwrap().parse().unwrap()
     }
@@ -185,11 +187,12 @@ fn artifacts() -> PathBuf {
 #[ignore = "needs Debian's chromium and `npm ci` in admission/tests/browser; scripts/test provides both and runs it"]
 async fn a_buyer_enters_waits_and_gets_an_order_in_the_waiting_room(db: PgPool) {
     let services = Services::start(&db).await;
-    // The shop: an admin creates a product and a sale opening in three seconds; a buyer signs up.
+    // The shop: an admin creates a product and a sale opening in three seconds that asks each
+    // entry for a small proof of work (the page solves it); a buyer signs up.
     let client = reqwest::Client::new();
     let admin = services.admin_token(&client).await;
     let sale = services
-        .sale(&client, &admin, 5, chrono::Duration::seconds(3))
+        .sale(&client, &admin, 5, chrono::Duration::seconds(3), 12)
         .await;
     let signup: Value = client
         .post(format!("{}/members", services.members))
@@ -236,7 +239,7 @@ async fn the_admin_console_follows_a_running_spike(db: PgPool) {
     let client = reqwest::Client::new();
     let admin = services.admin_token(&client).await;
     let sale = services
-        .sale(&client, &admin, 2_500, chrono::Duration::seconds(-1))
+        .sale(&client, &admin, 2_500, chrono::Duration::seconds(-1), 0)
         .await;
     // The buyers: member rows and tokens minted with the test's key (a spike, not a signup test).
     let claims = admission::Config::parse_from(["admission"]).jwt;

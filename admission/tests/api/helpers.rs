@@ -104,6 +104,7 @@ impl TestApp {
             outflow_per_sec: 0,
             waitlist_limit: 0,
             prequeue_at: None,
+            pow_bits: 0,
             released: false,
         };
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)

@@ -7,4 +7,5 @@ mod helpers;
 
 mod browser;
 mod entry;
+mod friction;
 mod polling;

@@ -77,6 +77,7 @@ pub(super) struct SaleRow {
     prequeue_secs: i32,
     draw_seed: Option<i64>,
     released_at: Option<DateTime<Utc>>,
+    pow_bits: i32,
 }
 
 impl SaleRow {
@@ -104,6 +105,7 @@ impl SaleRow {
             prequeue_at: (self.prequeue_secs > 0)
                 .then(|| self.starts_at - chrono::Duration::seconds(i64::from(self.prequeue_secs))),
             released: self.released_at.is_some(),
+            pow_bits: u32::try_from(self.pow_bits).unwrap_or(0),
         }
     }
 
@@ -126,6 +128,7 @@ impl SaleRow {
             prequeue_secs: self.prequeue_secs,
             draw_seed: self.draw_seed,
             released_at: self.released_at,
+            pow_bits: self.pow_bits,
         }
     }
 }
@@ -134,7 +137,7 @@ macro_rules! sale_columns {
     () => {
         "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
          starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit,
-         prequeue_secs, draw_seed, released_at"
+         prequeue_secs, draw_seed, released_at, pow_bits"
     };
 }
 pub(super) use sale_columns;
@@ -169,6 +172,8 @@ pub(crate) struct SaleBody {
     draw_seed: Option<i64>,
     /// When the drawn pre-queue was released into the queue.
     released_at: Option<DateTime<Utc>>,
+    /// Leading zero bits of the proof of work each entry must carry (0 = none).
+    pow_bits: i32,
 }
 
 /// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
@@ -342,6 +347,12 @@ pub(crate) struct NewSale {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 86_400)]
     prequeue_secs: i64,
+    /// Bot friction: each entry must carry a proof of work with this many leading zero bits
+    /// (0, the default = none; 16 costs a browser about a second, a script entering thousands
+    /// of accounts that many seconds).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 24)]
+    pow_bits: i64,
 }
 
 fn one() -> i64 {
@@ -355,6 +366,7 @@ struct SaleFigures {
     limit: i64,
     waitlist: i64,
     prequeue: i64,
+    pow: i64,
 }
 
 fn validate_sale(
@@ -386,6 +398,7 @@ fn validate_sale(
         &mut errors,
     );
     check_range("prequeue_secs", figures.prequeue, 0, 86_400, &mut errors);
+    check_range("pow_bits", figures.pow, 0, 24, &mut errors);
     if starts >= ends {
         errors.push(FieldError::new("ends_at", "must be after starts_at"));
     }
@@ -426,6 +439,7 @@ pub(crate) async fn create_flash_sale(
             limit: new.per_member_limit,
             waitlist: new.waitlist_limit,
             prequeue: new.prequeue_secs,
+            pow: new.pow_bits,
         },
         new.starts_at,
         new.ends_at,
@@ -434,8 +448,8 @@ pub(crate) async fn create_flash_sale(
     let (currency, product_version) = reserve_stock(&mut tx, new.product_id, new.quantity).await?;
     let sale: SaleRow = sqlx::query_as(concat!(
         "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left,
-                                  per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs)
-         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)
+                                  per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs, pow_bits)
+         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11)
          returning ", sale_columns!()
     ))
     .bind(Uuid::now_v7())
@@ -448,6 +462,7 @@ pub(crate) async fn create_flash_sale(
     .bind(new.ends_at)
     .bind(i32::try_from(new.waitlist_limit).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(new.prequeue_secs).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(new.pow_bits).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     sale_events::record(
@@ -538,6 +553,7 @@ pub(crate) struct SaleChanges {
     ends_at: Option<DateTime<Utc>>,
     waitlist_limit: Option<i64>,
     prequeue_secs: Option<i64>,
+    pow_bits: Option<i64>,
 }
 
 // PATCH /flash-sales/{id} → 200 (admin); only before the sale starts; re-arms the gate
@@ -587,6 +603,7 @@ pub(crate) async fn update_flash_sale(
     let prequeue = changes
         .prequeue_secs
         .unwrap_or(i64::from(sale.prequeue_secs));
+    let pow = changes.pow_bits.unwrap_or(i64::from(sale.pow_bits));
     validate_sale(
         &SaleFigures {
             price,
@@ -594,6 +611,7 @@ pub(crate) async fn update_flash_sale(
             limit,
             waitlist,
             prequeue,
+            pow,
         },
         starts,
         ends,
@@ -608,7 +626,7 @@ pub(crate) async fn update_flash_sale(
     let updated: SaleRow = sqlx::query_as(concat!(
         "update flash_sales set price_cents = $2, quantity = $3, quantity_left = $3,
                 per_member_limit = $4, starts_at = $5, ends_at = $6, waitlist_limit = $7,
-                prequeue_secs = $8
+                prequeue_secs = $8, pow_bits = $9
          where flash_sale_id = $1
          returning ",
         sale_columns!()
@@ -621,6 +639,7 @@ pub(crate) async fn update_flash_sale(
     .bind(ends)
     .bind(i32::try_from(waitlist).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(prequeue).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(pow).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -223,6 +223,7 @@ impl Env {
             outflow_per_sec,
             waitlist_limit: 0,
             prequeue_at: None,
+            pow_bits: 0,
             released: false,
         };
         flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
