@@ -11,6 +11,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -135,15 +136,22 @@ pub(crate) struct TicketState {
     pub(crate) draw_at: Option<DateTime<Utc>>,
 }
 
-/// One poll's read: the ticket hash, the served counter, the drain rate, the paused flag and
-/// start of the sale, and how many have left the waitlist.
-type TicketReply = (
-    HashMap<String, String>,
-    Option<i64>,
-    Option<f64>,
-    (Option<u8>, Option<i64>),
-    Option<i64>,
-);
+/// One poll's read: the ticket hash, the served counter and the drain rate.
+type TicketReply = (HashMap<String, String>, Option<i64>, Option<f64>);
+
+/// How long a process trusts what it read of a sale's paused flag and start.
+const FLAGS_FRESH_FOR: Duration = Duration::from_millis(250);
+
+/// Sales whose flags a process remembers; cleared when full.
+const KNOWN_SALES: usize = 10_000;
+
+/// What a poll needs to know of its sale besides the ticket.
+#[derive(Debug, Clone, Copy)]
+struct SaleFlags {
+    paused: bool,
+    starts_at: Option<i64>,
+    read_at: Instant,
+}
 
 /// Tickets whose sale this process knows; a ticket never changes sale, so polls skip the
 /// index lookup after the first. Bounded: cleared when full.
@@ -157,6 +165,7 @@ pub(crate) struct Gate {
     enter: Script,
     undo: Script,
     sales: Arc<Mutex<HashMap<Uuid, Uuid>>>,
+    flags: Arc<Mutex<HashMap<Uuid, SaleFlags>>>,
 }
 
 impl Gate {
@@ -167,6 +176,7 @@ impl Gate {
             enter: Script::new(ENTER),
             undo: Script::new(UNDO),
             sales: Arc::new(Mutex::new(HashMap::new())),
+            flags: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -268,19 +278,13 @@ impl Gate {
                 sale
             }
         };
-        let (fields, served, rate, (paused, starts_at), waitlist_left): TicketReply = redis::pipe()
+        let (fields, served, rate): TicketReply = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys.ticket(sale, ticket))
             .cmd("GET")
             .arg(self.keys.sale_served(sale))
             .cmd("GET")
             .arg(self.keys.sale_drain_rate(sale))
-            .cmd("HMGET")
-            .arg(self.keys.sale_meta(sale))
-            .arg("paused")
-            .arg("starts_at")
-            .cmd("GET")
-            .arg(self.keys.sale_waitlist_left(sale))
             .query_async(&mut conn)
             .await?;
         let (Some(member), Some(status)) = (fields.get("member"), fields.get("status")) else {
@@ -288,6 +292,16 @@ impl Gate {
         };
         let Ok(member) = member.parse() else {
             return Ok(None);
+        };
+        let flags = self.sale_flags(sale).await?;
+        // Only a waitlisted ticket needs the waitlist's progress: a second, rare round trip.
+        let waitlist_left: Option<i64> = if status == "waitlisted" {
+            redis::cmd("GET")
+                .arg(self.keys.sale_waitlist_left(sale))
+                .query_async(&mut conn)
+                .await?
+        } else {
+            None
         };
         Ok(Some(TicketState {
             sale,
@@ -297,15 +311,50 @@ impl Gate {
             order_id: fields.get("order_id").and_then(|s| s.parse().ok()),
             served: served.unwrap_or(0),
             drain_rate: rate.unwrap_or(0.0),
-            paused: paused == Some(1),
+            paused: flags.paused,
             waitlist_position: (status == "waitlisted")
                 .then(|| fields.get("wseq").and_then(|s| s.parse::<i64>().ok()))
                 .flatten()
                 .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
             draw_at: (status == "prequeued")
-                .then(|| starts_at.and_then(DateTime::from_timestamp_millis))
+                .then(|| flags.starts_at.and_then(DateTime::from_timestamp_millis))
                 .flatten(),
         }))
+    }
+
+    /// The sale's paused flag and start, remembered for [`FLAGS_FRESH_FOR`]: every poll needs
+    /// them, and a pause may reach waiting buyers that much later.
+    async fn sale_flags(&self, sale: Uuid) -> redis::RedisResult<SaleFlags> {
+        if let Some(flags) = self
+            .flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&sale)
+            .filter(|f| f.read_at.elapsed() < FLAGS_FRESH_FOR)
+        {
+            return Ok(*flags);
+        }
+        let mut conn = self.redis.clone();
+        let (paused, starts_at): (Option<u8>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.keys.sale_meta(sale))
+            .arg("paused")
+            .arg("starts_at")
+            .query_async(&mut conn)
+            .await?;
+        let flags = SaleFlags {
+            paused: paused == Some(1),
+            starts_at,
+            read_at: Instant::now(),
+        };
+        let mut cached = self
+            .flags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.len() >= KNOWN_SALES {
+            cached.clear();
+        }
+        cached.insert(sale, flags);
+        Ok(flags)
     }
 }
 
