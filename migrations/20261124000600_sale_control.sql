@@ -14,6 +14,9 @@ alter table flash_sales
     -- Bot friction: each entry must carry a proof of work of this many leading zero bits;
     -- 0 = none.
     add column pow_bits integer not null default 0,
+    -- A queued ticket whose buyer has not polled for this many seconds is expired when the
+    -- workers reach it, and its unit goes back (to the waitlist first); 0 = never.
+    add column abandon_after_secs integer not null default 0,
     -- The seed of the pre-queue draw (chosen at the first attempt, so a retry draws the same
     -- order) and when the drawn pre-queue and the arrivals behind it were released.
     add column draw_seed bigint,
@@ -24,7 +27,8 @@ alter table flash_sales
     add constraint flash_sales_outflow_per_sec_check check (outflow_per_sec >= 0),
     add constraint flash_sales_waitlist_limit_check check (waitlist_limit >= 0),
     add constraint flash_sales_prequeue_secs_check check (prequeue_secs >= 0 and prequeue_secs <= 86400),
-    add constraint flash_sales_pow_bits_check check (pow_bits >= 0 and pow_bits <= 24);
+    add constraint flash_sales_pow_bits_check check (pow_bits >= 0 and pow_bits <= 24),
+    add constraint flash_sales_abandon_after_secs_check check (abandon_after_secs >= 0 and abandon_after_secs <= 86400);
 
 -- The pre-queue draw of a sale, for audit: the order the pre-queued tickets were released in.
 -- Replayable: sort the tickets by id and apply flash_core::prequeue::draw with the sale's seed.

@@ -43,7 +43,7 @@ if tonumber(meta[7] or '0') > tonumber(ARGV[4]) then return {'pow', meta[7]} end
 if held then
   redis.call('RPUSH', held, ARGV[1])
   redis.call('PEXPIREAT', held, expire_at)
-  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', 0)
+  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', 0, 'seen', ARGV[3])
   redis.call('PEXPIREAT', KEYS[5], expire_at)
   redis.call('SET', KEYS[3], ARGV[1])
   redis.call('PEXPIREAT', KEYS[3], expire_at)
@@ -67,7 +67,7 @@ elseif waiting < waitlist then
   redis.call('HSET', KEYS[5], 'wseq', seq)
   seq = 0
 end
-redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq)
+redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq, 'seen', ARGV[3])
 redis.call('PEXPIREAT', KEYS[5], expire_at)
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('PEXPIREAT', KEYS[3], expire_at)
@@ -150,6 +150,7 @@ const KNOWN_SALES: usize = 10_000;
 struct SaleFlags {
     paused: bool,
     starts_at: Option<i64>,
+    abandon_after_secs: u32,
     read_at: Instant,
 }
 
@@ -294,6 +295,15 @@ impl Gate {
             return Ok(None);
         };
         let flags = self.sale_flags(sale).await?;
+        // A poll is the buyer's sign of life: a sale that expires abandoned tickets needs it.
+        if flags.abandon_after_secs > 0 && matches!(status.as_str(), "queued" | "prequeued") {
+            redis::cmd("HSET")
+                .arg(self.keys.ticket(sale, ticket))
+                .arg("seen")
+                .arg(Utc::now().timestamp_millis())
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
         // Only a waitlisted ticket needs the waitlist's progress: a second, rare round trip.
         let waitlist_left: Option<i64> = if status == "waitlisted" {
             redis::cmd("GET")
@@ -322,8 +332,9 @@ impl Gate {
         }))
     }
 
-    /// The sale's paused flag and start, remembered for [`FLAGS_FRESH_FOR`]: every poll needs
-    /// them, and a pause may reach waiting buyers that much later.
+    /// The sale's paused flag, start and abandonment setting, remembered for
+    /// [`FLAGS_FRESH_FOR`]: every poll needs them, and a pause may reach waiting buyers that
+    /// much later.
     async fn sale_flags(&self, sale: Uuid) -> redis::RedisResult<SaleFlags> {
         if let Some(flags) = self
             .flags
@@ -335,15 +346,18 @@ impl Gate {
             return Ok(*flags);
         }
         let mut conn = self.redis.clone();
-        let (paused, starts_at): (Option<u8>, Option<i64>) = redis::cmd("HMGET")
-            .arg(self.keys.sale_meta(sale))
-            .arg("paused")
-            .arg("starts_at")
-            .query_async(&mut conn)
-            .await?;
+        let (paused, starts_at, abandon): (Option<u8>, Option<i64>, Option<u32>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.sale_meta(sale))
+                .arg("paused")
+                .arg("starts_at")
+                .arg("abandon")
+                .query_async(&mut conn)
+                .await?;
         let flags = SaleFlags {
             paused: paused == Some(1),
             starts_at,
+            abandon_after_secs: abandon.unwrap_or(0),
             read_at: Instant::now(),
         };
         let mut cached = self

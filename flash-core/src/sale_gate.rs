@@ -34,6 +34,9 @@ pub struct SaleMeta {
     pub prequeue_at: Option<DateTime<Utc>>,
     /// Leading zero bits of the proof of work each entry must carry (0 = none).
     pub pow_bits: u32,
+    /// Seconds without a poll after which a queued ticket is expired when the workers reach
+    /// it (0 = never).
+    pub abandon_after_secs: u32,
     /// The pre-queue was drawn and released: entries after the start go straight to the gate.
     /// Only arming writes it (from PostgreSQL); otherwise the release script alone sets it.
     pub released: bool,
@@ -135,6 +138,8 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .arg(meta.prequeue_at.map_or(0, |at| at.timestamp_millis()))
         .arg("pow")
         .arg(meta.pow_bits)
+        .arg("abandon")
+        .arg(meta.abandon_after_secs)
         .ignore();
 }
 
@@ -173,6 +178,8 @@ pub struct DrainControl {
     pub paused: bool,
     /// Tickets per second for all workers together (0 = no limit).
     pub outflow_per_sec: u32,
+    /// Seconds without a poll after which a queued ticket is expired (0 = never).
+    pub abandon_after_secs: u32,
 }
 
 /// Reads the drain control of `sale` from its metadata. A sale whose metadata Redis lost drains
@@ -186,15 +193,17 @@ pub async fn drain_control(
     sale: Uuid,
 ) -> redis::RedisResult<DrainControl> {
     let mut conn = redis.clone();
-    let (paused, outflow): (Option<u8>, Option<u32>) = redis::cmd("HMGET")
+    let (paused, outflow, abandon): (Option<u8>, Option<u32>, Option<u32>) = redis::cmd("HMGET")
         .arg(keys.sale_meta(sale))
         .arg("paused")
         .arg("outflow")
+        .arg("abandon")
         .query_async(&mut conn)
         .await?;
     Ok(DrainControl {
         paused: paused == Some(1),
         outflow_per_sec: outflow.unwrap_or(0),
+        abandon_after_secs: abandon.unwrap_or(0),
     })
 }
 

@@ -93,6 +93,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         waitlist_limit: 0,
         prequeue_at: None,
         pow_bits: 0,
+        abandon_after_secs: 0,
         released: false,
     };
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;

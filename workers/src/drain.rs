@@ -54,6 +54,9 @@ enum Fate {
     Rejected(&'static str),
     /// The door withdrew it (its publish timed out but was stored): the buyer was told no.
     Withdrawn,
+    /// Its buyer stopped polling longer ago than the sale allows: no order, and the unit goes
+    /// back to the gate (where the waitlist, if any, gets it first).
+    Expired,
 }
 
 /// Turns tickets into orders.
@@ -216,7 +219,9 @@ impl Drainer {
             }
         }
         if !items.is_empty()
-            && let Err(err) = self.drain_sale(sale, &mut items).await
+            && let Err(err) = self
+                .drain_sale(sale, &mut items, control.abandon_after_secs)
+                .await
         {
             tracing::error!(error.cause_chain = ?err, error.message = %err, sale_id = %sale, "draining a sale failed; its tickets will be retried");
             self.retry_or_bury(sale, &items, &format!("{err:#}"))
@@ -300,6 +305,7 @@ impl Drainer {
         &self,
         sale: Uuid,
         items: &mut [(jetstream::Message, TicketMessage)],
+        abandon_after_secs: u32,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         items.sort_by_key(|(_, t)| t.seq);
@@ -309,9 +315,9 @@ impl Drainer {
             .count();
         metrics::counter!("flash_workers_redeliveries_total").increment(redelivered as u64);
         let items = &*items;
-        let withdrawn = self.withdrawn(sale, items).await?;
+        let settled = self.settled(sale, items, abandon_after_secs).await?;
         let mut tx = self.db.begin().await?;
-        let fates = decide(&mut tx, sale, items, &withdrawn).await?;
+        let fates = decide(&mut tx, sale, items, settled).await?;
         tx.commit().await?;
         self.publish_fates(sale, items, &fates).await?;
         // Acks go out together: they only tell JetStream it may forget the messages.
@@ -328,31 +334,46 @@ impl Drainer {
                 Fate::SoldOut => "sold_out",
                 Fate::Rejected(_) => "rejected",
                 Fate::Withdrawn => "withdrawn",
+                Fate::Expired => "expired",
             };
             metrics::counter!("flash_workers_tickets_total", "outcome" => outcome).increment(1);
         }
         Ok(())
     }
 
-    /// Tickets the door withdrew (see [`Fate::Withdrawn`]).
-    async fn withdrawn(
+    /// Tickets decided before the database is asked: withdrawn by the door (see
+    /// [`Fate::Withdrawn`]), or abandoned by their buyer for longer than the sale allows (see
+    /// [`Fate::Expired`]; the buyer's last poll is stamped on the ticket by the door).
+    async fn settled(
         &self,
         sale: Uuid,
         items: &[(jetstream::Message, TicketMessage)],
-    ) -> anyhow::Result<HashSet<Uuid>> {
+        abandon_after_secs: u32,
+    ) -> anyhow::Result<HashMap<Uuid, Fate>> {
         let mut pipe = redis::pipe();
         for (_, ticket) in items {
-            pipe.cmd("HGET")
+            pipe.cmd("HMGET")
                 .arg(self.keys.ticket(sale, ticket.ticket_id))
-                .arg("status");
+                .arg("status")
+                .arg("seen");
         }
         let mut conn = self.redis.clone();
-        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let found: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut conn).await?;
+        let abandoned_before = Utc::now().timestamp_millis() - i64::from(abandon_after_secs) * 1000;
         Ok(items
             .iter()
-            .zip(statuses)
-            .filter(|(_, status)| status.as_deref() == Some("withdrawn"))
-            .map(|((_, t), _)| t.ticket_id)
+            .zip(found)
+            .filter_map(|((_, t), (status, seen))| match status.as_deref() {
+                Some("withdrawn") => Some((t.ticket_id, Fate::Withdrawn)),
+                // Expired by an earlier delivery of this ticket.
+                Some("expired") => Some((t.ticket_id, Fate::Expired)),
+                Some("queued")
+                    if abandon_after_secs > 0 && seen.is_some_and(|s| s < abandoned_before) =>
+                {
+                    Some((t.ticket_id, Fate::Expired))
+                }
+                _ => None,
+            })
             .collect())
     }
 
@@ -392,6 +413,14 @@ impl Drainer {
                         .arg(*reason)
                         .ignore();
                 }
+                Some(Fate::Expired) => {
+                    pipe.cmd("EVAL")
+                        .arg(EXPIRE_TICKET)
+                        .arg(2)
+                        .arg(&key)
+                        .arg(self.keys.sale_gate(sale))
+                        .ignore();
+                }
                 Some(Fate::Withdrawn) | None => {}
             }
         }
@@ -418,6 +447,16 @@ impl Drainer {
     }
 }
 
+/// KEYS: ticket, gate. Marks a queued ticket `expired` and gives its unit back to the gate
+/// (taken at entry, never from `quantity_left`; the waitlist gets it first), once: a
+/// redelivered expired ticket is no longer `queued` and changes nothing.
+const EXPIRE_TICKET: &str = "
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'expired')
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCR', KEYS[2]) end
+end
+return 0";
+
 /// KEYS: rate, window; ARGV: tickets just decided. Server time, so every worker agrees.
 const MEASURE_RATE: &str = "
 local t = redis.call('TIME')
@@ -440,9 +479,9 @@ async fn decide(
     conn: &mut PgConnection,
     sale: Uuid,
     items: &[(jetstream::Message, TicketMessage)],
-    withdrawn: &HashSet<Uuid>,
+    settled: HashMap<Uuid, Fate>,
 ) -> anyhow::Result<HashMap<Uuid, Fate>> {
-    let mut fates: HashMap<Uuid, Fate> = withdrawn.iter().map(|t| (*t, Fate::Withdrawn)).collect();
+    let mut fates = settled;
     // The row lock serialises batches of one sale across worker processes.
     let row: Option<SaleRow> = sqlx::query_as(
         "select product_id, price_cents, currency, quantity_left, per_member_limit, cancelled_at

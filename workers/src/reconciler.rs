@@ -48,6 +48,7 @@ struct LiveSale {
     prequeue_secs: i32,
     released_at: Option<DateTime<Utc>>,
     pow_bits: i32,
+    abandon_after_secs: i32,
 }
 
 impl Reconciler {
@@ -77,7 +78,7 @@ impl Reconciler {
         let sales: Vec<LiveSale> = sqlx::query_as(
             "select flash_sale_id, quantity_left, per_member_limit, starts_at, ends_at, cancelled_at,
                     paused_at, outflow_per_sec, waitlist_limit, prequeue_secs, released_at,
-                    pow_bits
+                    pow_bits, abandon_after_secs
              from flash_sales where ends_at > now()",
         )
         .fetch_all(&self.db)
@@ -111,6 +112,7 @@ impl Reconciler {
                 }),
                 released: sale.released_at.is_some(),
                 pow_bits: u32::try_from(sale.pow_bits).unwrap_or(0),
+                abandon_after_secs: u32::try_from(sale.abandon_after_secs).unwrap_or(0),
             };
             sale_gate::arm(
                 &self.redis,

@@ -105,6 +105,7 @@ impl TestApp {
             waitlist_limit: 0,
             prequeue_at: None,
             pow_bits: 0,
+            abandon_after_secs: 0,
             released: false,
         };
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)

@@ -216,3 +216,30 @@ async fn a_paused_sale_still_admits_and_its_buyers_see_paused(db: PgPool) {
     assert!(resumed["eta_ms"].as_i64().is_some(), "{resumed}");
     app.teardown().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_poll_is_the_buyers_sign_of_life_when_the_sale_expires_abandoned_tickets(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let mut redis = app.redis.clone();
+    let _: () = redis
+        .hset(app.keys.sale_meta(sale), "abandon", 60)
+        .await
+        .unwrap();
+    let buyer = app.buyer();
+    let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+    let ticket: Uuid = entered["ticket_id"].as_str().unwrap().parse().unwrap();
+    let key = app.keys.ticket(sale, ticket);
+    let at_entry: i64 = redis.hget(&key, "seen").await.unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    json(
+        app.poll(&ticket.to_string(), &buyer, "", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let after_poll: i64 = redis.hget(&key, "seen").await.unwrap();
+
+    assert!(after_poll > at_entry, "{after_poll} > {at_entry}");
+    app.teardown().await;
+}

@@ -78,6 +78,7 @@ pub(super) struct SaleRow {
     draw_seed: Option<i64>,
     released_at: Option<DateTime<Utc>>,
     pow_bits: i32,
+    abandon_after_secs: i32,
 }
 
 impl SaleRow {
@@ -106,6 +107,7 @@ impl SaleRow {
                 .then(|| self.starts_at - chrono::Duration::seconds(i64::from(self.prequeue_secs))),
             released: self.released_at.is_some(),
             pow_bits: u32::try_from(self.pow_bits).unwrap_or(0),
+            abandon_after_secs: u32::try_from(self.abandon_after_secs).unwrap_or(0),
         }
     }
 
@@ -129,6 +131,7 @@ impl SaleRow {
             draw_seed: self.draw_seed,
             released_at: self.released_at,
             pow_bits: self.pow_bits,
+            abandon_after_secs: self.abandon_after_secs,
         }
     }
 }
@@ -137,7 +140,7 @@ macro_rules! sale_columns {
     () => {
         "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
          starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit,
-         prequeue_secs, draw_seed, released_at, pow_bits"
+         prequeue_secs, draw_seed, released_at, pow_bits, abandon_after_secs"
     };
 }
 pub(super) use sale_columns;
@@ -174,6 +177,8 @@ pub(crate) struct SaleBody {
     released_at: Option<DateTime<Utc>>,
     /// Leading zero bits of the proof of work each entry must carry (0 = none).
     pow_bits: i32,
+    /// A queued ticket not polled for this many seconds is expired (0 = never).
+    abandon_after_secs: i32,
 }
 
 /// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
@@ -353,6 +358,11 @@ pub(crate) struct NewSale {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 24)]
     pow_bits: i64,
+    /// Expire a queued ticket whose buyer has not polled for this many seconds, when the
+    /// workers reach it; its unit goes back (to the waitlist first). 0, the default = never.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 86_400)]
+    abandon_after_secs: i64,
 }
 
 fn one() -> i64 {
@@ -367,6 +377,7 @@ struct SaleFigures {
     waitlist: i64,
     prequeue: i64,
     pow: i64,
+    abandon: i64,
 }
 
 fn validate_sale(
@@ -399,6 +410,13 @@ fn validate_sale(
     );
     check_range("prequeue_secs", figures.prequeue, 0, 86_400, &mut errors);
     check_range("pow_bits", figures.pow, 0, 24, &mut errors);
+    check_range(
+        "abandon_after_secs",
+        figures.abandon,
+        0,
+        86_400,
+        &mut errors,
+    );
     if starts >= ends {
         errors.push(FieldError::new("ends_at", "must be after starts_at"));
     }
@@ -440,6 +458,7 @@ pub(crate) async fn create_flash_sale(
             waitlist: new.waitlist_limit,
             prequeue: new.prequeue_secs,
             pow: new.pow_bits,
+            abandon: new.abandon_after_secs,
         },
         new.starts_at,
         new.ends_at,
@@ -448,8 +467,9 @@ pub(crate) async fn create_flash_sale(
     let (currency, product_version) = reserve_stock(&mut tx, new.product_id, new.quantity).await?;
     let sale: SaleRow = sqlx::query_as(concat!(
         "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left,
-                                  per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs, pow_bits)
-         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11)
+                                  per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs, pow_bits,
+                                  abandon_after_secs)
+         values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)
          returning ", sale_columns!()
     ))
     .bind(Uuid::now_v7())
@@ -463,6 +483,7 @@ pub(crate) async fn create_flash_sale(
     .bind(i32::try_from(new.waitlist_limit).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(new.prequeue_secs).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(new.pow_bits).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(new.abandon_after_secs).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     sale_events::record(
@@ -554,6 +575,7 @@ pub(crate) struct SaleChanges {
     waitlist_limit: Option<i64>,
     prequeue_secs: Option<i64>,
     pow_bits: Option<i64>,
+    abandon_after_secs: Option<i64>,
 }
 
 // PATCH /flash-sales/{id} → 200 (admin); only before the sale starts; re-arms the gate
@@ -604,6 +626,9 @@ pub(crate) async fn update_flash_sale(
         .prequeue_secs
         .unwrap_or(i64::from(sale.prequeue_secs));
     let pow = changes.pow_bits.unwrap_or(i64::from(sale.pow_bits));
+    let abandon = changes
+        .abandon_after_secs
+        .unwrap_or(i64::from(sale.abandon_after_secs));
     validate_sale(
         &SaleFigures {
             price,
@@ -612,6 +637,7 @@ pub(crate) async fn update_flash_sale(
             waitlist,
             prequeue,
             pow,
+            abandon,
         },
         starts,
         ends,
@@ -626,7 +652,7 @@ pub(crate) async fn update_flash_sale(
     let updated: SaleRow = sqlx::query_as(concat!(
         "update flash_sales set price_cents = $2, quantity = $3, quantity_left = $3,
                 per_member_limit = $4, starts_at = $5, ends_at = $6, waitlist_limit = $7,
-                prequeue_secs = $8, pow_bits = $9
+                prequeue_secs = $8, pow_bits = $9, abandon_after_secs = $10
          where flash_sale_id = $1
          returning ",
         sale_columns!()
@@ -640,6 +666,7 @@ pub(crate) async fn update_flash_sale(
     .bind(i32::try_from(waitlist).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(prequeue).map_err(anyhow::Error::from)?)
     .bind(i32::try_from(pow).map_err(anyhow::Error::from)?)
+    .bind(i32::try_from(abandon).map_err(anyhow::Error::from)?)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

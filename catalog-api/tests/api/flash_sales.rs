@@ -118,6 +118,16 @@ async fn invalid_sales_are_refused_with_the_field_named(db: PgPool) {
             "a pre-queue open for more than a day",
         ),
         (
+            with("pow_bits", json!(25)),
+            "pow_bits",
+            "a proof of work too hard",
+        ),
+        (
+            with("abandon_after_secs", json!(-5)),
+            "abandon_after_secs",
+            "a negative abandonment time",
+        ),
+        (
             with("per_member_limit", json!(0)),
             "per_member_limit",
             "limit below 1",

@@ -195,3 +195,72 @@ async fn sale_events_are_published_once_each(db: PgPool) {
     }
     env.cleanup().await;
 }
+
+/// A buyer who stopped polling longer ago than the sale allows loses the place when the drain
+/// reaches it; the unit goes back to the gate, once, even when the ticket comes again.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_abandoned_ticket_is_expired_and_its_unit_returned_once(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    env.control(false, 0).await;
+    let mut redis = env.redis.clone();
+    let _: () = redis::AsyncCommands::hset(&mut redis, env.keys.sale_meta(env.sale), "abandon", 60)
+        .await
+        .unwrap();
+    // Three buyers were admitted: the gate holds the other two units.
+    let _: () = redis::AsyncCommands::set(&mut redis, env.keys.sale_gate(env.sale), 2)
+        .await
+        .unwrap();
+    let tickets = queue_many(&env, 3).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let seen = [Some(now - 120_000), Some(now - 1_000), None];
+    for (ticket, seen) in tickets.iter().zip(seen) {
+        if let Some(seen) = seen {
+            let _: () = redis::AsyncCommands::hset(
+                &mut redis,
+                env.keys.ticket(env.sale, *ticket),
+                "seen",
+                seen,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let drainer = env.drainer().await;
+
+    env.drain_all(&drainer).await;
+    // The same ticket again, as after a redelivery.
+    let member: String =
+        redis::AsyncCommands::hget(&mut redis, env.keys.ticket(env.sale, tickets[0]), "member")
+            .await
+            .unwrap();
+    env.queue(
+        member.parse::<uuid::Uuid>().unwrap().into(),
+        1,
+        tickets[0],
+        Some("again"),
+    )
+    .await;
+    let _: () = redis::AsyncCommands::hset(
+        &mut redis,
+        env.keys.ticket(env.sale, tickets[0]),
+        "status",
+        "expired",
+    )
+    .await
+    .unwrap();
+    env.drain_all(&drainer).await;
+
+    assert_eq!(env.status(tickets[0]).await.0, "expired");
+    assert_eq!(env.status(tickets[1]).await.0, "ordered");
+    assert_eq!(
+        env.status(tickets[2]).await.0,
+        "ordered",
+        "a ticket with no poll on record is never expired"
+    );
+    let gate: i64 = redis::AsyncCommands::get(&mut redis, env.keys.sale_gate(env.sale))
+        .await
+        .unwrap();
+    assert_eq!(gate, 3, "the abandoned unit came back, once");
+    assert_eq!((env.orders().await, env.quantity_left().await), (2, 3));
+    env.cleanup().await;
+}

@@ -224,6 +224,7 @@ impl Env {
             waitlist_limit: 0,
             prequeue_at: None,
             pow_bits: 0,
+            abandon_after_secs: 0,
             released: false,
         };
         flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
