@@ -82,15 +82,6 @@ end
 return out
 ";
 
-/// KEYS: ticket, promoting. ARGV: ticket id.
-const CONFIRM: &str = r"
-if redis.call('HGET', KEYS[1], 'status') == 'promoting' then
-  redis.call('HSET', KEYS[1], 'status', 'queued')
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
-";
-
 /// KEYS: lock. ARGV: owner, ms. Renews the lock only for its owner.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -302,7 +293,7 @@ impl Drawer {
         let mut pipe = redis::pipe();
         for message in &messages {
             pipe.cmd("EVAL")
-                .arg(CONFIRM)
+                .arg(flash_core::sale_gate::CONFIRM_PROMOTED)
                 .arg(2)
                 .arg(self.keys.ticket(sale, message.ticket_id))
                 .arg(self.keys.sale_promoting(sale))

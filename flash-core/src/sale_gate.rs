@@ -171,6 +171,18 @@ pub async fn settle_ticket(
         .await
 }
 
+/// KEYS: ticket, the sale's promoting set. ARGV: ticket id. Confirms a ticket handed a unit
+/// (by the pre-queue release or the waitlist promoter) as `queued` once its message is in the
+/// queue, unless a worker already decided it, and takes it out of the promoting set. Shared by
+/// the two so that either can finish what the other started.
+pub const CONFIRM_PROMOTED: &str = r"
+if redis.call('HGET', KEYS[1], 'status') == 'promoting' then
+  redis.call('HSET', KEYS[1], 'status', 'queued')
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+";
+
 /// What the workers need to know about a sale before they drain it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainControl {

@@ -46,15 +46,6 @@ while true do
 end
 ";
 
-/// KEYS: ticket, promoting. ARGV: ticket id. A worker may already have decided the ticket.
-const CONFIRM: &str = r"
-if redis.call('HGET', KEYS[1], 'status') == 'promoting' then
-  redis.call('HSET', KEYS[1], 'status', 'queued')
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
-";
-
 /// KEYS: waitlist, waitlist left. ARGV: ticket key prefix. Returns the tickets closed.
 const CLOSE: &str = r"
 local closed = 0
@@ -107,7 +98,7 @@ impl Promoter {
             js,
             subjects,
             promote: Script::new(PROMOTE),
-            confirm: Script::new(CONFIRM),
+            confirm: Script::new(flash_core::sale_gate::CONFIRM_PROMOTED),
             close: Script::new(CLOSE),
         }
     }

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use flash_core::domain::Role;
-use loadtest::{check::check_sale, seed};
+use loadtest::seed;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -148,23 +148,7 @@ async fn the_prequeue_is_drawn_once_and_served_before_later_arrivals(db: PgPool)
     // Every ticket ends; the invariants hold.
     let last = later[4].to_string();
     sale.wait_for(&buyers[44], &last, "ordered").await;
-    for _ in 0..200 {
-        let pending: i64 = sqlx::query_scalar(
-            "select count(*) from orders where flash_sale_id = $1 and status = 'pending_payment'",
-        )
-        .bind(sale.id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale.id)
-        .await
-        .unwrap();
-    assert!(checked.is_sound(), "{:?}", checked.violations);
+    let checked = sale.settle_and_check(&db).await;
     assert_eq!(checked.orders.get("paid"), Some(&45));
     stack.stop().await;
 }

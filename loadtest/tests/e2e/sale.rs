@@ -141,4 +141,30 @@ impl<'a> Sale<'a> {
             self.ticket(buyer, ticket).await
         );
     }
+
+    /// Waits until every order's payment (and any refund) has settled, then runs the invariant
+    /// checker, which wants them settled.
+    pub(crate) async fn settle_and_check(&self, db: &PgPool) -> loadtest::check::CheckReport {
+        for _ in 0..200 {
+            let pending: i64 = sqlx::query_scalar(
+                "select count(*) from orders o left join payments p using (order_id)
+                 where o.flash_sale_id = $1
+                   and (o.status = 'pending_payment' or (o.status = 'cancelled' and p.status = 'succeeded'))",
+            )
+            .bind(self.id)
+            .fetch_one(db)
+            .await
+            .unwrap();
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let checked =
+            loadtest::check::check_sale(db, Some(&self.stack.redis), &self.stack.keys, self.id)
+                .await
+                .unwrap();
+        assert!(checked.is_sound(), "{:?}", checked.violations);
+        checked
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::{sale::Sale, stack::Stack};
 use flash_core::domain::Role;
-use loadtest::{check::check_sale, seed};
+use loadtest::seed;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -106,26 +106,7 @@ async fn returned_units_go_to_the_waitlist_in_order(db: PgPool) {
     )
     .await;
 
-    // Payments and the refund settle in the background; the checker wants them settled.
-    for _ in 0..200 {
-        let pending: i64 = sqlx::query_scalar(
-            "select count(*) from orders o left join payments p using (order_id)
-             where o.flash_sale_id = $1
-               and (o.status = 'pending_payment' or (o.status = 'cancelled' and p.status = 'succeeded'))",
-        )
-        .bind(sale.id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale.id)
-        .await
-        .unwrap();
-    assert!(checked.is_sound(), "{:?}", checked.violations);
+    let checked = sale.settle_and_check(&db).await;
     let paid = checked.orders.get("paid").copied().unwrap_or(0);
     // Units: 3 + 2 added; b0's came back and went to b3.
     assert_eq!(
@@ -193,10 +174,7 @@ async fn a_failed_payment_hands_the_unit_down_the_waitlist(db: PgPool) {
         buyers_in_order, expected,
         "the unit went down the waitlist in order"
     );
-    let checked = check_sale(&db, Some(&stack.redis), &stack.keys, sale.id)
-        .await
-        .unwrap();
-    assert!(checked.is_sound(), "{:?}", checked.violations);
+    let checked = sale.settle_and_check(&db).await;
     assert_eq!(checked.quantity_left, 1, "the unit is back, unsold");
     stack.stop().await;
 }
