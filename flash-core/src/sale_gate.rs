@@ -42,6 +42,76 @@ pub struct SaleMeta {
     pub released: bool,
 }
 
+impl SaleMeta {
+    /// A plain sale open from `starts_at` to `ends_at`: no pause, outflow limit, waitlist,
+    /// pre-queue, proof of work or abandonment.
+    pub fn open(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>, per_member_limit: i32) -> Self {
+        Self {
+            starts_at,
+            ends_at,
+            per_member_limit,
+            cancelled: false,
+            paused: false,
+            outflow_per_sec: 0,
+            waitlist_limit: 0,
+            prequeue_at: None,
+            released: false,
+            pow_bits: 0,
+            abandon_after_secs: 0,
+        }
+    }
+}
+
+/// The columns of `flash_sales` the door and the workers act on, as read from PostgreSQL (the
+/// truth) by catalog-api when it arms or changes a sale and by the workers' reconciler when it
+/// re-arms one: one reading, so the two always write the same metadata.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SaleSettings {
+    /// Entries before this are answered 425 (or pre-queued).
+    pub starts_at: DateTime<Utc>,
+    /// Entries from this on are answered 410.
+    pub ends_at: DateTime<Utc>,
+    /// Live orders one member may hold.
+    pub per_member_limit: i32,
+    /// Set when an admin cancelled the sale.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Set while an admin holds the sale.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Tickets per second the workers drain (0 = no limit).
+    pub outflow_per_sec: i32,
+    /// Buyers who may wait for a returned unit (0 = no waitlist).
+    pub waitlist_limit: i32,
+    /// The pre-queue opens this long before the start (0 = none).
+    pub prequeue_secs: i32,
+    /// When the drawn pre-queue was released.
+    pub released_at: Option<DateTime<Utc>>,
+    /// Proof-of-work bits each entry must carry (0 = none).
+    pub pow_bits: i32,
+    /// Seconds without a poll after which a queued ticket expires (0 = never).
+    pub abandon_after_secs: i32,
+}
+
+impl SaleSettings {
+    /// The metadata to write to Redis for these settings.
+    pub fn meta(&self) -> SaleMeta {
+        let unsigned = |n: i32| u32::try_from(n).unwrap_or(0);
+        SaleMeta {
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            per_member_limit: self.per_member_limit,
+            cancelled: self.cancelled_at.is_some(),
+            paused: self.paused_at.is_some(),
+            outflow_per_sec: unsigned(self.outflow_per_sec),
+            waitlist_limit: unsigned(self.waitlist_limit),
+            prequeue_at: (self.prequeue_secs > 0)
+                .then(|| self.starts_at - chrono::Duration::seconds(i64::from(self.prequeue_secs))),
+            released: self.released_at.is_some(),
+            pow_bits: unsigned(self.pow_bits),
+            abandon_after_secs: unsigned(self.abandon_after_secs),
+        }
+    }
+}
+
 /// How the gate is written when arming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arm {

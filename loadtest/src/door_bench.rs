@@ -83,19 +83,11 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
     let keys = Keys::new(&args.redis.redis_key_prefix);
     let sale = Uuid::now_v7();
     let now = Utc::now();
-    let meta = SaleMeta {
-        starts_at: now - chrono::Duration::seconds(1),
-        ends_at: now + chrono::Duration::hours(1),
-        per_member_limit: 1,
-        cancelled: false,
-        paused: false,
-        outflow_per_sec: 0,
-        waitlist_limit: 0,
-        prequeue_at: None,
-        pow_bits: 0,
-        abandon_after_secs: 0,
-        released: false,
-    };
+    let meta = SaleMeta::open(
+        now - chrono::Duration::seconds(1),
+        now + chrono::Duration::hours(1),
+        1,
+    );
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 
     let client = reqwest::Client::builder()

@@ -92,11 +92,9 @@ struct SaleRow {
 }
 
 impl Drainer {
-    /// A drainer of the tickets in the flash `stream`.
-    ///
-    /// # Errors
-    /// Never today; kept fallible so that opening resources at start-up can report failure.
-    pub async fn new(
+    /// A drainer of the tickets in the flash `stream`; each sale's consumer is opened when the
+    /// sale first has tickets.
+    pub fn new(
         db: PgPool,
         redis: ConnectionManager,
         keys: Keys,
@@ -104,8 +102,8 @@ impl Drainer {
         subjects: Subjects,
         stream: &jetstream::stream::Stream,
         settings: DrainSettings,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             db,
             redis,
             keys,
@@ -115,7 +113,7 @@ impl Drainer {
             consumers: std::sync::Mutex::new(HashMap::new()),
             batch_size: settings.batch_size,
             fetch_wait: settings.fetch_wait,
-        })
+        }
     }
 
     /// One pass: a batch from every sale that has tickets waiting and may drain now (not

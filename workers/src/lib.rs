@@ -120,8 +120,7 @@ impl App {
             subjects,
             &stream,
             settings,
-        )
-        .await?;
+        );
         let promoter = Promoter::new(
             pool.clone(),
             redis.clone(),

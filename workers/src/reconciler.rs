@@ -13,12 +13,11 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
 use flash_core::{
     nats::Subjects,
     redis::Keys,
     sale_events::{self, SaleEvent},
-    sale_gate::{self, Arm, SaleMeta},
+    sale_gate::{self, Arm, SaleSettings},
 };
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
@@ -38,17 +37,8 @@ pub struct Reconciler {
 struct LiveSale {
     flash_sale_id: Uuid,
     quantity_left: i32,
-    per_member_limit: i32,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    cancelled_at: Option<DateTime<Utc>>,
-    paused_at: Option<DateTime<Utc>>,
-    outflow_per_sec: i32,
-    waitlist_limit: i32,
-    prequeue_secs: i32,
-    released_at: Option<DateTime<Utc>>,
-    pow_bits: i32,
-    abandon_after_secs: i32,
+    #[sqlx(flatten)]
+    settings: SaleSettings,
 }
 
 impl Reconciler {
@@ -94,26 +84,12 @@ impl Reconciler {
                 continue;
             }
             let queued = self.queued(sale.flash_sale_id).await?;
-            let units = if sale.cancelled_at.is_some() {
+            let units = if sale.settings.cancelled_at.is_some() {
                 0
             } else {
                 (i64::from(sale.quantity_left) - queued).max(0)
             };
-            let meta = SaleMeta {
-                starts_at: sale.starts_at,
-                ends_at: sale.ends_at,
-                per_member_limit: sale.per_member_limit,
-                cancelled: sale.cancelled_at.is_some(),
-                paused: sale.paused_at.is_some(),
-                outflow_per_sec: u32::try_from(sale.outflow_per_sec).unwrap_or(0),
-                waitlist_limit: u32::try_from(sale.waitlist_limit).unwrap_or(0),
-                prequeue_at: (sale.prequeue_secs > 0).then(|| {
-                    sale.starts_at - chrono::Duration::seconds(i64::from(sale.prequeue_secs))
-                }),
-                released: sale.released_at.is_some(),
-                pow_bits: u32::try_from(sale.pow_bits).unwrap_or(0),
-                abandon_after_secs: u32::try_from(sale.abandon_after_secs).unwrap_or(0),
-            };
+            let meta = sale.settings.meta();
             sale_gate::arm(
                 &self.redis,
                 &self.keys,

@@ -95,19 +95,7 @@ impl TestApp {
     /// Arms a sale of `units` in Redis, open from `starts_at` for an hour.
     pub(crate) async fn arm(&self, units: i64, starts_at: DateTime<Utc>) -> Uuid {
         let sale = Uuid::now_v7();
-        let meta = SaleMeta {
-            starts_at,
-            ends_at: starts_at + Duration::hours(1),
-            per_member_limit: 1,
-            cancelled: false,
-            paused: false,
-            outflow_per_sec: 0,
-            waitlist_limit: 0,
-            prequeue_at: None,
-            pow_bits: 0,
-            abandon_after_secs: 0,
-            released: false,
-        };
+        let meta = SaleMeta::open(starts_at, starts_at + Duration::hours(1), 1);
         sale_gate::arm(&self.redis, &self.keys, sale, units, &meta, Arm::IfAbsent)
             .await
             .unwrap();

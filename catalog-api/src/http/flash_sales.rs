@@ -18,7 +18,7 @@ use flash_core::{
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody},
     sale_events::{self, SaleEvent},
-    sale_gate::{self, Arm, SaleMeta},
+    sale_gate::{self, Arm, SaleMeta, SaleSettings},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -67,27 +67,19 @@ pub(super) struct SaleRow {
     currency: String,
     pub(super) quantity: i32,
     pub(super) quantity_left: i32,
-    per_member_limit: i32,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    cancelled_at: Option<DateTime<Utc>>,
-    pub(super) paused_at: Option<DateTime<Utc>>,
-    pub(super) outflow_per_sec: i32,
-    waitlist_limit: i32,
-    prequeue_secs: i32,
     draw_seed: Option<i64>,
-    released_at: Option<DateTime<Utc>>,
-    pow_bits: i32,
-    abandon_after_secs: i32,
+    /// What the door and the workers act on (see [`SaleSettings`]).
+    #[sqlx(flatten)]
+    pub(super) settings: SaleSettings,
 }
 
 impl SaleRow {
     pub(super) fn status(&self, now: DateTime<Utc>) -> SaleStatus {
-        if self.cancelled_at.is_some() {
+        if self.settings.cancelled_at.is_some() {
             SaleStatus::Cancelled
-        } else if now < self.starts_at {
+        } else if now < self.settings.starts_at {
             SaleStatus::Upcoming
-        } else if now < self.ends_at {
+        } else if now < self.settings.ends_at {
             SaleStatus::Live
         } else {
             SaleStatus::Ended
@@ -95,20 +87,7 @@ impl SaleRow {
     }
 
     pub(super) fn meta(&self) -> SaleMeta {
-        SaleMeta {
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
-            per_member_limit: self.per_member_limit,
-            cancelled: self.cancelled_at.is_some(),
-            paused: self.paused_at.is_some(),
-            outflow_per_sec: u32::try_from(self.outflow_per_sec).unwrap_or(0),
-            waitlist_limit: u32::try_from(self.waitlist_limit).unwrap_or(0),
-            prequeue_at: (self.prequeue_secs > 0)
-                .then(|| self.starts_at - chrono::Duration::seconds(i64::from(self.prequeue_secs))),
-            released: self.released_at.is_some(),
-            pow_bits: u32::try_from(self.pow_bits).unwrap_or(0),
-            abandon_after_secs: u32::try_from(self.abandon_after_secs).unwrap_or(0),
-        }
+        self.settings.meta()
     }
 
     pub(super) fn into_body(self, remaining: i64) -> SaleBody {
@@ -120,18 +99,18 @@ impl SaleRow {
             currency: self.currency,
             quantity: self.quantity,
             remaining,
-            per_member_limit: self.per_member_limit,
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
+            per_member_limit: self.settings.per_member_limit,
+            starts_at: self.settings.starts_at,
+            ends_at: self.settings.ends_at,
             status,
-            paused: self.paused_at.is_some(),
-            outflow_per_sec: self.outflow_per_sec,
-            waitlist_limit: self.waitlist_limit,
-            prequeue_secs: self.prequeue_secs,
+            paused: self.settings.paused_at.is_some(),
+            outflow_per_sec: self.settings.outflow_per_sec,
+            waitlist_limit: self.settings.waitlist_limit,
+            prequeue_secs: self.settings.prequeue_secs,
             draw_seed: self.draw_seed,
-            released_at: self.released_at,
-            pow_bits: self.pow_bits,
-            abandon_after_secs: self.abandon_after_secs,
+            released_at: self.settings.released_at,
+            pow_bits: self.settings.pow_bits,
+            abandon_after_secs: self.settings.abandon_after_secs,
         }
     }
 }
@@ -262,7 +241,7 @@ pub(crate) async fn list_flash_sales(
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
     {
         last = Some(Cursor {
-            at: row.starts_at,
+            at: row.settings.starts_at,
             id: row.flash_sale_id,
         });
         let units = remaining(&state, &row).await;
@@ -491,7 +470,7 @@ pub(crate) async fn create_flash_sale(
         sale.flash_sale_id,
         SaleEvent::Armed {
             quantity: sale.quantity,
-            starts_at: sale.starts_at,
+            starts_at: sale.settings.starts_at,
         },
     )
     .await?;
@@ -616,19 +595,21 @@ pub(crate) async fn update_flash_sale(
     let quantity = changes.quantity.unwrap_or(i64::from(sale.quantity));
     let limit = changes
         .per_member_limit
-        .unwrap_or(i64::from(sale.per_member_limit));
-    let starts = changes.starts_at.unwrap_or(sale.starts_at);
-    let ends = changes.ends_at.unwrap_or(sale.ends_at);
+        .unwrap_or(i64::from(sale.settings.per_member_limit));
+    let starts = changes.starts_at.unwrap_or(sale.settings.starts_at);
+    let ends = changes.ends_at.unwrap_or(sale.settings.ends_at);
     let waitlist = changes
         .waitlist_limit
-        .unwrap_or(i64::from(sale.waitlist_limit));
+        .unwrap_or(i64::from(sale.settings.waitlist_limit));
     let prequeue = changes
         .prequeue_secs
-        .unwrap_or(i64::from(sale.prequeue_secs));
-    let pow = changes.pow_bits.unwrap_or(i64::from(sale.pow_bits));
+        .unwrap_or(i64::from(sale.settings.prequeue_secs));
+    let pow = changes
+        .pow_bits
+        .unwrap_or(i64::from(sale.settings.pow_bits));
     let abandon = changes
         .abandon_after_secs
-        .unwrap_or(i64::from(sale.abandon_after_secs));
+        .unwrap_or(i64::from(sale.settings.abandon_after_secs));
     validate_sale(
         &SaleFigures {
             price,

@@ -104,7 +104,7 @@ async fn set_paused(
 ) -> Result<Json<SaleBody>, ApiError> {
     let mut tx = state.db.begin().await?;
     let sale = lock_running(&mut tx, id).await?;
-    let sale = if sale.paused_at.is_some() == pause {
+    let sale = if sale.settings.paused_at.is_some() == pause {
         sale
     } else {
         let updated: SaleRow = sqlx::query_as(concat!(
@@ -227,7 +227,7 @@ pub(crate) async fn set_outflow(
     let to = i32::try_from(outflow.per_second).map_err(anyhow::Error::from)?;
     let mut tx = state.db.begin().await?;
     let sale = lock_running(&mut tx, id).await?;
-    let from = sale.outflow_per_sec;
+    let from = sale.settings.outflow_per_sec;
     let sale = if from == to {
         sale
     } else {

@@ -116,8 +116,8 @@ pub(crate) async fn sale_stats(
     Ok(Json(SaleStats {
         sale_id: id,
         status: sale.status(Utc::now()),
-        paused: sale.paused_at.is_some(),
-        outflow_per_sec: sale.outflow_per_sec,
+        paused: sale.settings.paused_at.is_some(),
+        outflow_per_sec: sale.settings.outflow_per_sec,
         quantity: sale.quantity,
         remaining: gate.map(|g| g.max(0)),
         quantity_left: sale.quantity_left,

@@ -70,8 +70,6 @@ impl Env {
             &self.stream,
             settings,
         )
-        .await
-        .unwrap()
     }
 
     pub(crate) async fn relay(&self) -> Relay {
@@ -215,17 +213,13 @@ impl Env {
     /// Holds or releases the sale, and sets its outflow, as catalog-api does.
     pub(crate) async fn control(&self, paused: bool, outflow_per_sec: u32) {
         let meta = flash_core::sale_gate::SaleMeta {
-            starts_at: chrono::Utc::now() - chrono::Duration::minutes(1),
-            ends_at: chrono::Utc::now() + chrono::Duration::hours(1),
-            per_member_limit: 1,
-            cancelled: false,
             paused,
             outflow_per_sec,
-            waitlist_limit: 0,
-            prequeue_at: None,
-            pow_bits: 0,
-            abandon_after_secs: 0,
-            released: false,
+            ..flash_core::sale_gate::SaleMeta::open(
+                chrono::Utc::now() - chrono::Duration::minutes(1),
+                chrono::Utc::now() + chrono::Duration::hours(1),
+                1,
+            )
         };
         flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
             .await
