@@ -41,4 +41,7 @@ pub struct Config {
         default_value = "http://127.0.0.1:8082"
     )]
     pub member_public_url: String,
+    /// Days after delivery during which a buyer may return an order.
+    #[arg(long, env = "RETURN_WINDOW_DAYS", default_value_t = 7)]
+    pub return_window_days: u32,
 }

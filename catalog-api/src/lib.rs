@@ -63,6 +63,7 @@ impl App {
                 Duration::from_secs(config.product_cache_ttl_secs),
             ),
             console: http::console_page(&config.member_public_url)?,
+            return_window: chrono::TimeDelta::days(i64::from(config.return_window_days)),
         };
         let readiness = Readiness::new(shutdown.clone())
             .with_pg(pool)

@@ -93,6 +93,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_methods([
             axum::http::Method::GET,
             axum::http::Method::POST,
+            axum::http::Method::PUT,
             axum::http::Method::PATCH,
             axum::http::Method::DELETE,
         ])
@@ -100,6 +101,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
+            header::HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([header::LOCATION, header::ETAG, header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::MemberId;
+use crate::domain::{MemberId, OrderStatus};
 
 /// An email to send (subject `jobs.email`). `email_id` is also the `Nats-Msg-Id`, and the
 /// worker records it, so the same email is never sent twice.
@@ -46,6 +46,17 @@ pub enum EmailMessage {
     PaymentFailed {
         /// The cancelled order.
         order_id: Uuid,
+    },
+    /// An order moved on after payment: preparing, shipped, delivered, cancelled, return
+    /// requested or returned. One email per step, so the buyer always knows where it is.
+    OrderProgress {
+        /// The order.
+        order_id: Uuid,
+        /// Its new state.
+        status: OrderStatus,
+        /// The carrier's reference, once shipped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tracking_ref: Option<String>,
     },
 }
 

@@ -39,6 +39,8 @@ pub enum ProblemType {
     EmailTaken,
     /// An order asked for more units than are left.
     OutOfStock,
+    /// A delivered order's return window has closed; `deadline` says when it did.
+    ReturnWindowClosed,
     /// The flash sale has not started; `starts_at` says when it does.
     SaleNotStarted,
     /// The flash sale ended or was cancelled.
@@ -50,6 +52,10 @@ pub enum ProblemType {
     RateLimited,
     /// A dependency (database, Redis, NATS) is unavailable or the server is overloaded.
     Unavailable,
+    /// A service behind the front door's gateway refused the connection or failed to answer.
+    BadGateway,
+    /// A service behind the front door's gateway did not answer in time.
+    GatewayTimeout,
     /// An unexpected failure on our side.
     Internal,
 }
@@ -69,11 +75,14 @@ impl ProblemType {
             Self::Conflict => "/problems/conflict",
             Self::EmailTaken => "/problems/email-taken",
             Self::OutOfStock => "/problems/out-of-stock",
+            Self::ReturnWindowClosed => "/problems/return-window-closed",
             Self::SaleNotStarted => "/problems/sale-not-started",
             Self::SaleEnded => "/problems/sale-ended",
             Self::ProofOfWorkRequired => "/problems/proof-of-work-required",
             Self::RateLimited => "/problems/rate-limited",
             Self::Unavailable => "/problems/unavailable",
+            Self::BadGateway => "/problems/bad-gateway",
+            Self::GatewayTimeout => "/problems/gateway-timeout",
             Self::Internal => "/problems/internal",
         }
     }
@@ -92,11 +101,14 @@ impl ProblemType {
             Self::Conflict => "Conflict",
             Self::EmailTaken => "Email already registered",
             Self::OutOfStock => "Out of stock",
+            Self::ReturnWindowClosed => "Return window closed",
             Self::SaleNotStarted => "Sale not started",
             Self::SaleEnded => "Sale ended",
             Self::ProofOfWorkRequired => "Proof of work required",
             Self::RateLimited => "Too many requests",
             Self::Unavailable => "Service unavailable",
+            Self::BadGateway => "Bad gateway",
+            Self::GatewayTimeout => "Gateway timeout",
             Self::Internal => "Internal server error",
         }
     }
@@ -112,12 +124,16 @@ impl ProblemType {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict | Self::EmailTaken | Self::OutOfStock => StatusCode::CONFLICT,
+            Self::Conflict | Self::EmailTaken | Self::OutOfStock | Self::ReturnWindowClosed => {
+                StatusCode::CONFLICT
+            }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::SaleNotStarted => StatusCode::TOO_EARLY,
             Self::SaleEnded => StatusCode::GONE,
             Self::ProofOfWorkRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -166,6 +182,26 @@ pub struct ProblemBody {
     /// What to hash, followed by the nonce (extension member).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pow_challenge: Option<String>,
+    /// When a return window closed (extension member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Each line an order could not have, and why (extension member), so a shopper can fix
+    /// the whole cart at once instead of one refusal at a time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableItem>,
+}
+
+/// A line of a cart or order that cannot be sold as asked.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct UnavailableItem {
+    /// The product.
+    pub product_id: uuid::Uuid,
+    /// `inactive` (no longer sold), `out_of_stock` or `unknown`.
+    pub reason: &'static str,
+    /// Units asked for.
+    pub requested: i32,
+    /// Units that could be sold now.
+    pub available: i32,
 }
 
 /// Every way a request can fail, each mapped to one status and problem type.
@@ -196,6 +232,15 @@ pub enum ApiError {
         bits: u32,
         /// The text to hash before the nonce.
         challenge: String,
+    },
+    /// Some lines cannot be sold as asked (409 out of stock); each is named.
+    #[error("items unavailable")]
+    ItemsUnavailable(Vec<UnavailableItem>),
+    /// The order's return window closed at `deadline` (409).
+    #[error("the return window closed")]
+    ReturnWindowClosed {
+        /// When it closed.
+        deadline: chrono::DateTime<chrono::Utc>,
     },
     /// Too many requests; the client may retry after the given time.
     #[error("too many requests")]
@@ -263,6 +308,8 @@ impl ApiError {
             Self::Problem { kind, .. } => *kind,
             Self::Validation(_) => ProblemType::Validation,
             Self::SaleNotStarted { .. } => ProblemType::SaleNotStarted,
+            Self::ItemsUnavailable(_) => ProblemType::OutOfStock,
+            Self::ReturnWindowClosed { .. } => ProblemType::ReturnWindowClosed,
             Self::ProofOfWorkRequired { .. } => ProblemType::ProofOfWorkRequired,
             Self::RateLimited { .. } => ProblemType::RateLimited,
             Self::Unavailable { .. } => ProblemType::Unavailable,
@@ -297,6 +344,8 @@ impl IntoResponse for ApiError {
         let mut retry_after = None;
         let mut starts_at = None;
         let mut pow = None;
+        let mut deadline = None;
+        let mut unavailable = Vec::new();
         let detail = match self {
             Self::Problem { detail, .. } => detail,
             Self::Validation(fields) => {
@@ -313,6 +362,18 @@ impl IntoResponse for ApiError {
                 retry_after = Some(wait);
                 starts_at = Some(opens);
                 format!("the sale starts at {}", opens.to_rfc3339())
+            }
+            Self::ItemsUnavailable(items) => {
+                let detail = format!(
+                    "{} item(s) cannot be sold as asked; see `unavailable`",
+                    items.len()
+                );
+                unavailable = items;
+                detail
+            }
+            Self::ReturnWindowClosed { deadline: closed } => {
+                deadline = Some(closed);
+                format!("the return window closed at {}", closed.to_rfc3339())
             }
             Self::ProofOfWorkRequired { bits, challenge } => {
                 let detail = format!(
@@ -344,6 +405,8 @@ impl IntoResponse for ApiError {
             response.body.pow_bits = Some(bits);
             response.body.pow_challenge = Some(challenge);
         }
+        response.body.deadline = deadline;
+        response.body.unavailable = unavailable;
         response.into_response()
     }
 }
@@ -366,6 +429,8 @@ pub fn problem_response(
             starts_at: None,
             pow_bits: None,
             pow_challenge: None,
+            deadline: None,
+            unavailable: Vec::new(),
         },
         retry_after,
     }
@@ -456,6 +521,8 @@ mod tests {
             ProblemType::SaleEnded,
             ProblemType::RateLimited,
             ProblemType::Unavailable,
+            ProblemType::BadGateway,
+            ProblemType::GatewayTimeout,
             ProblemType::Internal,
         ];
         let uris: std::collections::HashSet<_> = all.iter().map(|k| k.uri()).collect();

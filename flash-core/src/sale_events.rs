@@ -82,16 +82,11 @@ pub struct SaleEventMessage {
 /// # Errors
 /// When PostgreSQL fails.
 pub async fn record(conn: &mut PgConnection, sale: Uuid, event: SaleEvent) -> anyhow::Result<()> {
-    let payload = serde_json::to_string(&SaleEventMessage {
+    let message = SaleEventMessage {
         sale_id: sale,
         at: Utc::now(),
         event,
-    })?;
-    sqlx::query("insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)")
-        .bind(Uuid::now_v7())
-        .bind(subject(sale))
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
+    };
+    crate::outbox::enqueue(conn, &subject(sale), &message).await?;
     Ok(())
 }

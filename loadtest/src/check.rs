@@ -45,7 +45,7 @@ pub struct CheckReport {
     pub quantity: i64,
     /// Units PostgreSQL says are still unsold.
     pub quantity_left: i64,
-    /// Units held by orders that are not cancelled.
+    /// Units held by live orders (not cancelled, not returned).
     pub live_units: i64,
     /// Orders of the sale by status.
     pub orders: BTreeMap<String, i64>,
@@ -162,7 +162,7 @@ pub async fn check_sale(
     .await?;
     let live_units: i64 = sqlx::query_scalar(
         "select coalesce(sum(i.quantity), 0)::bigint from orders o join order_items i using (order_id)
-         where o.flash_sale_id = $1 and o.status <> 'cancelled'",
+         where o.flash_sale_id = $1 and order_is_live(o.status)",
     )
     .bind(sale)
     .fetch_one(db)
@@ -180,7 +180,7 @@ pub async fn check_sale(
     }
     let over_limit: Vec<(Uuid, i64)> = sqlx::query_as(
         "select member_id, count(*) from orders
-         where flash_sale_id = $1 and status <> 'cancelled'
+         where flash_sale_id = $1 and order_is_live(status)
          group by member_id having count(*) > $2 order by member_id limit 10",
     )
     .bind(sale)
@@ -209,7 +209,8 @@ pub async fn check_sale(
         "select o.order_id, o.status, p.status from orders o
          left join payments p using (order_id)
          where o.flash_sale_id = $1
-           and ((o.status = 'paid') <> (p.status is not distinct from 'succeeded'))
+           and ((o.status in ('paid', 'preparing', 'shipped', 'delivered', 'return_requested'))
+                <> (p.status is not distinct from 'succeeded'))
          order by o.order_id limit 10",
     )
     .bind(sale)

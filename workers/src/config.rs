@@ -73,4 +73,28 @@ pub struct Config {
     /// How often returned units are handed to waitlisted buyers.
     #[arg(long, env = "WAITLIST_INTERVAL_MS", default_value_t = 250)]
     pub waitlist_interval_ms: u64,
+    /// How often the fulfilment scheduler moves orders along (preparing, shipped, delivered,
+    /// returned).
+    #[arg(long, env = "FULFILMENT_INTERVAL_MS", default_value_t = 5_000)]
+    pub fulfilment_interval_ms: u64,
+    /// Seconds a paid order waits before it is prepared (the dev stack sets seconds; a shop
+    /// sets what its warehouse needs).
+    #[arg(long, env = "PREPARE_AFTER_SECS", default_value_t = 600)]
+    pub prepare_after_secs: u64,
+    /// Seconds an order is prepared before it is handed to the carrier.
+    #[arg(long, env = "SHIP_AFTER_SECS", default_value_t = 3_600)]
+    pub ship_after_secs: u64,
+    /// Seconds after shipping before the carrier is asked whether it was delivered.
+    #[arg(long, env = "DELIVER_AFTER_SECS", default_value_t = 86_400)]
+    pub deliver_after_secs: u64,
+    /// Seconds after a return request before the carrier is asked whether the parcel is back.
+    #[arg(long, env = "RETURN_AFTER_SECS", default_value_t = 172_800)]
+    pub return_after_secs: u64,
+    /// Orders one fulfilment step claims per pass.
+    #[arg(long, env = "FULFILMENT_BATCH_SIZE", default_value_t = 100)]
+    pub fulfilment_batch_size: i64,
+    /// Share of calls the simulated carrier fails (0.0 to 1.0); a failed call is retried on
+    /// the next pass. The simulated carrier stands in for a real one behind the `Carrier` trait.
+    #[arg(long, env = "CARRIER_FAILURE_RATE", default_value_t = 0.0)]
+    pub carrier_failure_rate: f64,
 }

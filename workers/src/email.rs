@@ -11,12 +11,16 @@ use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
-use flash_core::jobs::{EmailJob, EmailMessage};
+use flash_core::{
+    domain::OrderStatus,
+    jobs::{EmailJob, EmailMessage},
+};
 use lettre::{
     Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
     message::Mailbox,
 };
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// Where mail goes.
 pub enum Delivery {
@@ -246,7 +250,58 @@ fn render(message: &EmailMessage) -> (&'static str, String, String) {
                 "We could not charge order {order_id}, so it was cancelled and its items released.\r\n"
             ),
         ),
+        EmailMessage::OrderProgress {
+            order_id,
+            status,
+            tracking_ref,
+        } => progress(*order_id, *status, tracking_ref.as_deref()),
     }
+}
+
+/// The email of one lifecycle step.
+fn progress(
+    order: Uuid,
+    status: OrderStatus,
+    tracking: Option<&str>,
+) -> (&'static str, String, String) {
+    let (subject, body) = match status {
+        OrderStatus::Preparing => (
+            "We are preparing your order",
+            format!("Order {order} is being packed.\r\n"),
+        ),
+        OrderStatus::Shipped => (
+            "Your order is on its way",
+            format!(
+                "Order {order} left our warehouse. Tracking reference: {}.\r\n",
+                tracking.unwrap_or("not given")
+            ),
+        ),
+        OrderStatus::Delivered => (
+            "Your order was delivered",
+            format!(
+                "Order {order} was delivered. Not right? You may return it within the return window.\r\n"
+            ),
+        ),
+        OrderStatus::Cancelled => (
+            "Your order is cancelled",
+            format!("Order {order} is cancelled; anything you paid is refunded.\r\n"),
+        ),
+        OrderStatus::ReturnRequested => (
+            "We are expecting your return",
+            format!(
+                "We registered the return of order {order}. Send the parcel back; we refund you once it arrives.\r\n"
+            ),
+        ),
+        OrderStatus::Returned => (
+            "Your return arrived",
+            format!("The return of order {order} arrived; your refund is on its way.\r\n"),
+        ),
+        OrderStatus::PendingPayment | OrderStatus::Paid => (
+            "Your order was updated",
+            format!("Order {order} is now {status}.\r\n"),
+        ),
+    };
+    ("order_progress", subject.to_owned(), body)
 }
 
 fn money(cents: i64) -> String {

@@ -5,10 +5,13 @@
 //! one durable JetStream consumer, and each sale's batches are serialised by its row lock.
 //! The outbox relay publishes the jobs other services wrote to PostgreSQL; payment jobs charge
 //! orders through a `PaymentProvider` (simulated by default); email jobs land in a mail folder.
+//! The fulfilment scheduler moves paid orders to the buyer through a `Carrier` (simulated by
+//! default) and takes returns back, restocking and refunding once.
 
 pub mod config;
 mod drain;
 mod email;
+mod fulfilment;
 mod outbox;
 mod outflow;
 mod payment;
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use drain::{DrainOutcome, DrainSettings, Drainer};
 pub use email::{Delivery, Emails};
+pub use fulfilment::{Carrier, CarrierError, Fulfilment, FulfilmentSettings, SimulatedCarrier};
 pub use outbox::Relay;
 pub use payment::{ChargeError, PaymentProvider, Payments, SimulatedProvider};
 pub use reconciler::Reconciler;
@@ -45,6 +49,8 @@ pub struct App {
     relay: Relay,
     payments: Payments<SimulatedProvider>,
     emails: Emails,
+    fulfilment: Fulfilment<SimulatedCarrier>,
+    fulfil_every: Duration,
     reconcile_every: Duration,
     promote_every: Duration,
     shutdown: CancellationToken,
@@ -128,6 +134,19 @@ impl App {
             js.clone(),
             Subjects::new(&config.nats.nats_subject_prefix),
         );
+        let fulfilment = Fulfilment::new(
+            pool.clone(),
+            redis.clone(),
+            keys.clone(),
+            SimulatedCarrier::new(config.carrier_failure_rate),
+            FulfilmentSettings {
+                prepare_after: Duration::from_secs(config.prepare_after_secs),
+                ship_after: Duration::from_secs(config.ship_after_secs),
+                deliver_after: Duration::from_secs(config.deliver_after_secs),
+                return_after: Duration::from_secs(config.return_after_secs),
+                batch_size: config.fulfilment_batch_size,
+            },
+        );
         let reconciler = Reconciler::new(
             pool.clone(),
             redis.clone(),
@@ -152,6 +171,8 @@ impl App {
             relay,
             payments,
             emails,
+            fulfilment,
+            fulfil_every: Duration::from_millis(config.fulfilment_interval_ms),
             reconcile_every: Duration::from_millis(config.reconcile_interval_ms),
             promote_every: Duration::from_millis(config.waitlist_interval_ms),
             shutdown,
@@ -180,6 +201,8 @@ impl App {
             relay,
             payments,
             emails,
+            fulfilment,
+            fulfil_every,
             reconcile_every,
             promote_every,
             shutdown,
@@ -236,8 +259,20 @@ impl App {
                 }
             }
         });
+        let stop = shutdown.clone();
+        let fulfil = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(fulfil_every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => if let Err(err) = fulfilment.advance_once().await {
+                        tracing::error!(error.cause_chain = ?err, error.message = %err, "fulfilment pass failed");
+                    },
+                }
+            }
+        });
         let served = server.run().await;
-        let _ = tokio::join!(drain, reconcile, promote, relaying, paying, mailing);
+        let _ = tokio::join!(drain, reconcile, promote, fulfil, relaying, paying, mailing);
         served
     }
 }

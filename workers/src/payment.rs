@@ -10,9 +10,10 @@ use std::{collections::HashMap, future::Future, sync::Mutex, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use flash_core::{
-    jobs::{EmailJob, EmailMessage, PaymentJob},
+    jobs::{EmailMessage, PaymentJob},
+    outbox,
     redis::Keys,
-    sale_gate,
+    restock, sale_gate,
 };
 use rand::Rng;
 use redis::aio::ConnectionManager;
@@ -51,6 +52,7 @@ pub struct SimulatedProvider {
     decline_rate: f64,
     transient_rate: f64,
     charges: Mutex<HashMap<String, String>>,
+    refunds: Mutex<Vec<String>>,
 }
 
 impl SimulatedProvider {
@@ -61,7 +63,17 @@ impl SimulatedProvider {
             decline_rate,
             transient_rate,
             charges: Mutex::new(HashMap::new()),
+            refunds: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How many refunds were asked for, repeats included: a job that refunds twice shows here
+    /// even though a real provider would book the second under the same key as a no-op.
+    pub fn refunds_asked(&self) -> usize {
+        self.refunds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// How many distinct charges were made (what a bank statement would show).
@@ -104,8 +116,12 @@ impl PaymentProvider for SimulatedProvider {
         Ok(reference)
     }
 
-    async fn refund(&self, _key: &str) -> Result<(), ChargeError> {
+    async fn refund(&self, key: &str) -> Result<(), ChargeError> {
         tokio::time::sleep(self.latency).await;
+        self.refunds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(key.to_owned());
         Ok(())
     }
 }
@@ -273,24 +289,16 @@ impl<P: PaymentProvider> Payments<P> {
                 .await?;
                 settled = paid.map(|(sale, ticket)| (sale, ticket, "paid"));
                 if settled.is_some() {
-                    email(&mut tx, order, |order_id, total_cents, currency| {
-                        EmailMessage::OrderConfirmation {
-                            order_id,
-                            total_cents,
-                            currency,
-                        }
+                    outbox::email_buyer(&mut tx, order, |o| EmailMessage::OrderConfirmation {
+                        order_id: o.order_id,
+                        total_cents: o.total_cents,
+                        currency: o.currency,
                     })
                     .await?;
                 } else {
                     // Cancelled while the charge was under way: the money goes back.
-                    sqlx::query(
-                        "insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)",
-                    )
-                    .bind(Uuid::now_v7())
-                    .bind(PaymentJob::SUBJECT)
-                    .bind(serde_json::to_string(&PaymentJob::Refund { order_id: order })?)
-                    .execute(&mut *tx)
-                    .await?;
+                    let refund = PaymentJob::Refund { order_id: order };
+                    outbox::enqueue(&mut tx, PaymentJob::SUBJECT, &refund).await?;
                 }
                 metrics::counter!("flash_workers_payments_total", "outcome" => "succeeded")
                     .increment(1);
@@ -315,8 +323,8 @@ impl<P: PaymentProvider> Payments<P> {
                 let returned = cancel_order(&mut tx, order).await?;
                 if let Some((sale, ticket)) = returned {
                     settled = Some((sale, ticket, "cancelled"));
-                    email(&mut tx, order, |order_id, _, _| {
-                        EmailMessage::PaymentFailed { order_id }
+                    outbox::email_buyer(&mut tx, order, |o| EmailMessage::PaymentFailed {
+                        order_id: o.order_id,
                     })
                     .await?;
                 }
@@ -348,7 +356,17 @@ impl<P: PaymentProvider> Payments<P> {
         }
     }
 
+    /// Refunds a cancelled or returned order once: only a `succeeded` payment is refunded, and
+    /// the provider gets the order id as the key, so a redelivered or repeated job is harmless.
     async fn refund(&self, order: Uuid) -> anyhow::Result<()> {
+        let status: Option<String> =
+            sqlx::query_scalar("select status from payments where order_id = $1")
+                .bind(order)
+                .fetch_optional(&self.db)
+                .await?;
+        if status.as_deref() != Some("succeeded") {
+            return Ok(());
+        }
         self.provider.refund(&order.to_string()).await?;
         sqlx::query(
             "update payments set status = 'refunded' where order_id = $1 and status = 'succeeded'",
@@ -375,57 +393,6 @@ async fn cancel_order(
     let Some((sale, ticket)) = cancelled else {
         return Ok(None);
     };
-    let items: Vec<(Uuid, i32)> =
-        sqlx::query_as("select product_id, quantity from order_items where order_id = $1")
-            .bind(order)
-            .fetch_all(&mut *conn)
-            .await?;
-    match sale {
-        // INVARIANT: quantity_left + live orders = quantity: the unit goes back to the sale.
-        Some(sale) => {
-            let units: i32 = items.iter().map(|(_, q)| q).sum();
-            sqlx::query("update flash_sales set quantity_left = quantity_left + $2 where flash_sale_id = $1")
-                .bind(sale)
-                .bind(units)
-                .execute(&mut *conn)
-                .await?;
-        }
-        None => {
-            for (product, quantity) in items {
-                sqlx::query("update products set stock = stock + $2, version = version + 1 where product_id = $1")
-                    .bind(product)
-                    .bind(quantity)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
-    }
+    restock::give_back(conn, order).await?;
     Ok(Some((sale, ticket)))
-}
-
-/// Queues an email about `order` to its buyer, in the caller's transaction.
-async fn email(
-    conn: &mut PgConnection,
-    order: Uuid,
-    message: impl FnOnce(Uuid, i64, String) -> EmailMessage,
-) -> anyhow::Result<()> {
-    let (member, to, total, currency): (Uuid, String, i64, String) = sqlx::query_as(
-        "select m.member_id, m.email, o.total_cents, o.currency from orders o join members m using (member_id) where o.order_id = $1",
-    )
-    .bind(order)
-    .fetch_one(&mut *conn)
-    .await?;
-    let job = EmailJob {
-        email_id: Uuid::now_v7(),
-        member_id: Some(member.into()),
-        to,
-        message: message(order, total, currency),
-    };
-    sqlx::query("insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)")
-        .bind(Uuid::now_v7())
-        .bind(EmailJob::SUBJECT)
-        .bind(serde_json::to_string(&job)?)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface of catalog-api: shared state, the router, and the OpenAPI document.
 
+mod cart;
 mod console;
 mod flash_sales;
 mod orders;
@@ -15,7 +16,7 @@ use flash_core::{
     auth::Authenticator,
     config::HttpArgs,
     http::Readiness,
-    problem::{FieldError, ProblemBody},
+    problem::{FieldError, ProblemBody, UnavailableItem},
     redis::Keys,
 };
 use redis::aio::ConnectionManager;
@@ -35,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) cache: ProductCache,
     pub(crate) console: Arc<flash_core::page::Page>,
+    /// How long after delivery a buyer may still return an order.
+    pub(crate) return_window: chrono::TimeDelta,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -49,6 +52,7 @@ pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> 
         .merge(products::router())
         .merge(flash_sales::router())
         .merge(orders::router())
+        .merge(cart::router())
         .merge(console::router())
         .route("/openapi.json", get(openapi_json))
         .with_state(state);
@@ -63,8 +67,8 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 #[openapi(
     info(
         title = "catalog-api",
-        description = "Products, flash-sale definitions (admin) and regular orders of the \
-                       flash-sale shop. Errors are RFC 7807 application/problem+json."
+        description = "Products, flash-sale definitions (admin), carts, regular orders and \
+                       the order lifecycle (cancel, return) of the flash-sale shop. Errors are RFC 7807 application/problem+json."
     ),
     paths(
         products::list_products,
@@ -88,9 +92,14 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
         orders::list_orders,
         orders::get_order,
         orders::cancel_order,
+        orders::return_order,
+        cart::get_cart,
+        cart::put_item,
+        cart::delete_item,
+        cart::checkout,
     ),
-    components(schemas(ProblemBody, FieldError)),
+    components(schemas(ProblemBody, FieldError, UnavailableItem)),
     modifiers(&BearerSecurity),
-    tags((name = "products"), (name = "flash-sales"), (name = "sale-control"), (name = "orders"))
+    tags((name = "products"), (name = "flash-sales"), (name = "sale-control"), (name = "orders"), (name = "cart"))
 )]
 struct ApiDoc;

@@ -1,5 +1,6 @@
-//! `/orders`: regular (synchronous) orders, and reads of every order a member has, flash-sale
-//! orders made by the workers included.
+//! `/orders`: regular (synchronous) orders, reads of every order a member has (flash-sale
+//! orders made by the workers included, with their history), cancel before shipping, and
+//! returns after delivery.
 
 use std::collections::HashMap;
 
@@ -14,11 +15,13 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     ApiError, ProblemType,
     auth::AuthMember,
-    domain::{MemberId, Role},
+    domain::{MemberId, OrderStatus, Role},
     extract::{Json, Path, Query},
-    jobs::PaymentJob,
+    jobs::{EmailMessage, PaymentJob},
+    outbox,
     pagination::{self, Cursor, Page},
-    problem::{FieldError, ProblemBody},
+    problem::{FieldError, ProblemBody, UnavailableItem},
+    restock::{self, Restocked},
     sale_gate,
 };
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
+        .route("/orders/{id}/return", post(return_order))
 }
 
 /// Most lines one order may have.
@@ -50,13 +54,21 @@ pub(crate) struct OrderItemBody {
     unit_price_cents: i64,
 }
 
+/// One state an order entered, and when.
+#[derive(Debug, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub(crate) struct HistoryEntry {
+    status: String,
+    at: DateTime<Utc>,
+}
+
 /// An order as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct OrderBody {
     id: Uuid,
     /// `regular` or `flash`.
     kind: String,
-    /// `pending_payment`, `paid` or `cancelled`.
+    /// `pending_payment`, `paid`, `preparing`, `shipped`, `delivered`, `return_requested`,
+    /// `returned` or `cancelled`.
     status: String,
     items: Vec<OrderItemBody>,
     total_cents: i64,
@@ -66,6 +78,12 @@ pub(crate) struct OrderBody {
     flash_sale_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_id: Option<Uuid>,
+    /// The carrier's reference, once shipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracking_ref: Option<String>,
+    /// Every state the order entered, oldest first (only on `GET /orders/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<HistoryEntry>>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -79,11 +97,12 @@ struct OrderRow {
     created_at: DateTime<Utc>,
     flash_sale_id: Option<Uuid>,
     ticket_id: Option<Uuid>,
+    tracking_ref: Option<String>,
 }
 
 macro_rules! order_columns {
     () => {
-        "order_id, member_id, kind, status, total_cents, currency, created_at, flash_sale_id, ticket_id"
+        "order_id, member_id, kind, status, total_cents, currency, created_at, flash_sale_id, ticket_id, tracking_ref"
     };
 }
 
@@ -99,7 +118,19 @@ impl OrderRow {
             created_at: self.created_at,
             flash_sale_id: self.flash_sale_id,
             ticket_id: self.ticket_id,
+            tracking_ref: self.tracking_ref,
+            history: None,
         }
+    }
+
+    /// The order's state as the lifecycle knows it (the database only holds known names).
+    fn state(&self) -> Result<OrderStatus, ApiError> {
+        OrderStatus::parse(&self.status).ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "order in an unknown state {:?}",
+                self.status
+            ))
+        })
     }
 
     /// Owners see their orders, admins see all; anyone else is told it does not exist.
@@ -215,7 +246,7 @@ fn validate_items(items: &[NewItem]) -> Result<Vec<(Uuid, i32)>, ApiError> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -253,40 +284,75 @@ pub(crate) async fn create_order(
 ) -> Result<Response, ApiError> {
     let lines = validate_items(&new.items)?;
     let key = idempotency_key(&headers)?;
+    place_order(&state, member.member_id, key, LineSource::Request(lines)).await
+}
+
+/// Where the lines of a new regular order come from.
+pub(super) enum LineSource {
+    /// The request body, validated and sorted by product.
+    Request(Vec<(Uuid, i32)>),
+    /// The member's cart, emptied by the same transaction.
+    Cart,
+}
+
+/// Places a regular order: takes the stock of every line under its row lock (the guarded
+/// path that cannot oversell), prices the lines from the catalog, writes the order and its
+/// payment job, all in one transaction. A reused Idempotency-Key answers with the first order.
+pub(super) async fn place_order(
+    state: &AppState,
+    member: MemberId,
+    key: Option<String>,
+    source: LineSource,
+) -> Result<Response, ApiError> {
     let mut tx = state.db.begin().await?;
     if let Some(key) = &key
-        && let Some(first) = find_by_key(&mut tx, member.member_id, key).await?
+        && let Some(first) = find_by_key(&mut tx, member, key).await?
     {
-        return replay(&mut tx, first, &lines).await;
+        return replay(&mut tx, first, &source).await;
     }
-    let mut priced = Vec::with_capacity(lines.len());
-    let mut currency: Option<String> = None;
-    let mut total: i64 = 0;
-    for (i, &(product, quantity)) in lines.iter().enumerate() {
-        let line = take_stock(&mut tx, i, product, quantity).await?;
-        if currency.as_ref().is_some_and(|c| *c != line.currency) {
-            return Err(ApiError::invalid(
-                "items",
-                "all products of one order must share a currency",
-            ));
+    let lines = match &source {
+        LineSource::Request(lines) => lines.clone(),
+        LineSource::Cart => {
+            // The lock makes two checkouts of one cart take turns: the second finds it empty.
+            let lines: Vec<(Uuid, i32)> = sqlx::query_as(
+                "select product_id, quantity from cart_items where member_id = $1
+                 order by product_id for update",
+            )
+            .bind(member)
+            .fetch_all(&mut *tx)
+            .await?;
+            if lines.is_empty() {
+                return Err(ApiError::new(ProblemType::Conflict, "the cart is empty"));
+            }
+            lines
         }
-        total = line
-            .price_cents
-            .checked_mul(i64::from(quantity))
-            .and_then(|sum| total.checked_add(sum))
-            .ok_or_else(|| ApiError::invalid("items", "the order total is too large"))?;
-        currency = Some(line.currency.clone());
-        priced.push((product, quantity, line));
+    };
+    let mut priced = Vec::with_capacity(lines.len());
+    let mut refused = Vec::new();
+    for (i, &(product, quantity)) in lines.iter().enumerate() {
+        match take_stock(&mut tx, product, quantity).await? {
+            Ok(line) => priced.push((product, quantity, line)),
+            Err(refusal) => match source {
+                // A request names its first problem, as a form would.
+                LineSource::Request(_) => return Err(refusal.into_error(i)),
+                // A cart names every line that cannot be had, so the shopper fixes it at once.
+                LineSource::Cart => refused.push(refusal.item),
+            },
+        }
     }
+    if !refused.is_empty() {
+        metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
+        return Err(ApiError::ItemsUnavailable(refused));
+    }
+    let (total, currency) = total(&priced)?;
     let order_id = Uuid::now_v7();
-    let currency = currency.unwrap_or_default();
     let inserted = sqlx::query_as::<_, OrderRow>(concat!(
         "insert into orders (order_id, member_id, kind, status, total_cents, currency, idempotency_key)
          values ($1, $2, 'regular', 'pending_payment', $3, $4, $5)
          returning ", order_columns!()
     ))
     .bind(order_id)
-    .bind(member.member_id)
+    .bind(member)
     .bind(total)
     .bind(&currency)
     .bind(&key)
@@ -301,12 +367,10 @@ pub(crate) async fn create_order(
             drop(tx);
             let mut conn = state.db.acquire().await?;
             let key = key.unwrap_or_default();
-            let first = find_by_key(&mut conn, member.member_id, &key)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!("idempotency key conflict without an order"))
-                })?;
-            return replay(&mut conn, first, &lines).await;
+            let first = find_by_key(&mut conn, member, &key).await?.ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("idempotency key conflict without an order"))
+            })?;
+            return replay(&mut conn, first, &source).await;
         }
         Err(other) => return Err(other.into()),
     };
@@ -320,12 +384,18 @@ pub(crate) async fn create_order(
     .bind(priced.iter().map(|p| p.2.price_cents).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
+    if matches!(source, LineSource::Cart) {
+        sqlx::query("delete from cart_items where member_id = $1")
+            .bind(member)
+            .execute(&mut *tx)
+            .await?;
+    }
     let job = PaymentJob::Charge {
         order_id,
         amount_cents: total,
         currency,
     };
-    enqueue(&mut tx, &job).await?;
+    outbox::enqueue(&mut tx, PaymentJob::SUBJECT, &job).await?;
     let items = load_items(&mut tx, &[order_id])
         .await?
         .remove(&order_id)
@@ -344,6 +414,27 @@ pub(crate) async fn create_order(
         .into_response())
 }
 
+/// The total and currency of priced lines; one order has one currency.
+fn total(priced: &[(Uuid, i32, TakenLine)]) -> Result<(i64, String), ApiError> {
+    let mut currency: Option<&str> = None;
+    let mut total: i64 = 0;
+    for (_, quantity, line) in priced {
+        if currency.is_some_and(|c| c != line.currency) {
+            return Err(ApiError::invalid(
+                "items",
+                "all products of one order must share a currency",
+            ));
+        }
+        total = line
+            .price_cents
+            .checked_mul(i64::from(*quantity))
+            .and_then(|sum| total.checked_add(sum))
+            .ok_or_else(|| ApiError::invalid("items", "the order total is too large"))?;
+        currency = Some(&line.currency);
+    }
+    Ok((total, currency.unwrap_or_default().to_owned()))
+}
+
 /// A product line after its stock was taken.
 struct TakenLine {
     price_cents: i64,
@@ -351,13 +442,47 @@ struct TakenLine {
     version: i64,
 }
 
+/// A line whose stock could not be taken.
+struct Refusal {
+    item: UnavailableItem,
+    name: Option<String>,
+}
+
+impl Refusal {
+    /// The error for line `index` of a request.
+    fn into_error(self, index: usize) -> ApiError {
+        let UnavailableItem {
+            product_id,
+            reason,
+            requested,
+            available,
+        } = self.item;
+        let name = self.name.unwrap_or_default();
+        match reason {
+            "unknown" => ApiError::invalid(
+                &format!("items[{index}].product_id"),
+                format!("no product {product_id}"),
+            ),
+            "inactive" => ApiError::new(
+                ProblemType::Conflict,
+                format!("product {product_id} ({name}) is no longer sold"),
+            ),
+            _ => ApiError::new(
+                ProblemType::OutOfStock,
+                format!(
+                    "product {product_id} ({name}) is out of stock: {available} left, {requested} asked"
+                ),
+            ),
+        }
+    }
+}
+
 /// Takes `quantity` units of `product` inside the order's transaction, or says why not.
 async fn take_stock(
     conn: &mut PgConnection,
-    index: usize,
     product: Uuid,
     quantity: i32,
-) -> Result<TakenLine, ApiError> {
+) -> sqlx::Result<Result<TakenLine, Refusal>> {
     // INVARIANT: products.stock never < 0: the guard takes units only when enough are left, and
     // the row lock serialises concurrent orders of one product (no lost update).
     let taken: Option<(i64, String, i64)> = sqlx::query_as(
@@ -370,11 +495,11 @@ async fn take_stock(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some((price_cents, currency, version)) = taken {
-        return Ok(TakenLine {
+        return Ok(Ok(TakenLine {
             price_cents,
             currency,
             version,
-        });
+        }));
     }
     let found: Option<(bool, i32, String)> =
         sqlx::query_as("select active, stock, name from products where product_id = $1")
@@ -382,20 +507,20 @@ async fn take_stock(
             .fetch_optional(&mut *conn)
             .await?;
     metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
-    Err(match found {
-        None => ApiError::invalid(
-            &format!("items[{index}].product_id"),
-            format!("no product {product}"),
-        ),
-        Some((false, _, name)) => ApiError::new(
-            ProblemType::Conflict,
-            format!("product {product} ({name}) is no longer sold"),
-        ),
-        Some((true, stock, name)) => ApiError::new(
-            ProblemType::OutOfStock,
-            format!("product {product} ({name}) is out of stock: {stock} left, {quantity} asked"),
-        ),
-    })
+    let (reason, available, name) = match found {
+        None => ("unknown", 0, None),
+        Some((false, _, name)) => ("inactive", 0, Some(name)),
+        Some((true, stock, name)) => ("out_of_stock", stock, Some(name)),
+    };
+    Ok(Err(Refusal {
+        item: UnavailableItem {
+            product_id: product,
+            reason,
+            requested: quantity,
+            available,
+        },
+        name,
+    }))
 }
 
 async fn find_by_key(
@@ -414,21 +539,27 @@ async fn find_by_key(
     .await
 }
 
-/// Answers a retried request with the first order, if it asked for the same lines.
+/// Answers a retried request with the first order: a request must ask for the same lines; a
+/// retried checkout is the same checkout (its cart is empty by now).
 async fn replay(
     conn: &mut PgConnection,
     first: OrderRow,
-    lines: &[(Uuid, i32)],
+    source: &LineSource,
 ) -> Result<Response, ApiError> {
     let body = order_body(conn, first).await?;
-    let same = body.items.len() == lines.len()
-        && body
-            .items
-            .iter()
-            .zip(lines)
-            .all(|(item, (product, quantity))| {
-                item.product_id == *product && item.quantity == *quantity
-            });
+    let same = match source {
+        LineSource::Request(lines) => {
+            body.items.len() == lines.len()
+                && body
+                    .items
+                    .iter()
+                    .zip(lines)
+                    .all(|(item, (product, quantity))| {
+                        item.product_id == *product && item.quantity == *quantity
+                    })
+        }
+        LineSource::Cart => true,
+    };
     if !same {
         return Err(ApiError::new(
             ProblemType::Conflict,
@@ -445,19 +576,6 @@ async fn replay(
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     Ok(response)
-}
-
-/// Writes a payment job to the outbox, in the caller's transaction; the workers' relay
-/// publishes it (so the job exists if and only if the order change committed).
-async fn enqueue(conn: &mut PgConnection, job: &PaymentJob) -> Result<(), ApiError> {
-    let payload = serde_json::to_string(job).map_err(anyhow::Error::from)?;
-    sqlx::query("insert into outbox (outbox_id, subject, payload) values ($1, $2, $3::jsonb)")
-        .bind(Uuid::now_v7())
-        .bind(PaymentJob::SUBJECT)
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Query of `GET /orders`.
@@ -545,20 +663,34 @@ pub(crate) async fn get_order(
         .await?
         .filter(|o| o.visible_to(&member))
         .ok_or_else(|| not_found(id))?;
-    Ok(Json(order_body(&mut conn, row).await?))
+    let created_at = row.created_at;
+    let mut body = order_body(&mut conn, row).await?;
+    let changes: Vec<HistoryEntry> = sqlx::query_as(
+        "select status, at from order_history where order_id = $1 order by at, history_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Every order starts pending payment; the table records what happened after.
+    let created = HistoryEntry {
+        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        at: created_at,
+    };
+    body.history = Some(std::iter::once(created).chain(changes).collect());
+    Ok(Json(body))
 }
 
-// POST /orders/{id}/cancel → 200; stock (or the flash-sale unit) comes back exactly once
+// POST /orders/{id}/cancel → 200 until shipped; refund and restock exactly once
 #[utoipa::path(
     post, path = "/orders/{id}/cancel", tag = "orders",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
-        (status = 200, description = "Cancelled (or already cancelled)", body = OrderBody),
+        (status = 200, description = "Cancelled (or already cancelled); a paid order is refunded", body = OrderBody),
         (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such order of the caller's", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The order can no longer be cancelled", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The order has shipped and can no longer be cancelled (return it once delivered)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
@@ -568,77 +700,137 @@ pub(crate) async fn cancel_order(
     Path(id): Path<Uuid>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let mut tx = state.db.begin().await?;
-    // The row lock makes cancel and restock happen once, however many cancels race.
+    // The row lock makes cancel and restock happen once, however many cancels race, and keeps
+    // the fulfilment scheduler (which skips locked orders) from shipping it meanwhile.
     let row = load_order(&mut tx, id, true)
         .await?
         .filter(|o| o.visible_to(&member))
         .ok_or_else(|| not_found(id))?;
-    let was_paid = match row.status.as_str() {
-        "cancelled" => return Ok(Json(order_body(&mut tx, row).await?)),
-        "pending_payment" => false,
-        "paid" => true,
-        other => {
-            return Err(ApiError::new(
-                ProblemType::Conflict,
-                format!("an order that is {other} cannot be cancelled"),
-            ));
-        }
-    };
+    let status = row.state()?;
+    if status == OrderStatus::Cancelled {
+        return Ok(Json(order_body(&mut tx, row).await?));
+    }
+    if !status.cancellable() {
+        return Err(ApiError::new(
+            ProblemType::Conflict,
+            format!("an order that is {status} cannot be cancelled"),
+        ));
+    }
     sqlx::query("update orders set status = 'cancelled' where order_id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let items = load_items(&mut tx, &[id])
-        .await?
-        .remove(&id)
-        .unwrap_or_default();
-    let mut restocked = Vec::new();
-    if let Some(sale) = row.flash_sale_id {
-        let units: i32 = items.iter().map(|i| i.quantity).sum();
-        // INVARIANT: quantity_left + live orders = quantity: the order stops being live and its
-        // units go back to the sale.
-        sqlx::query(
-            "update flash_sales set quantity_left = quantity_left + $2 where flash_sale_id = $1",
+    let restocked = restock::give_back(&mut tx, id).await?;
+    if status.charged() {
+        outbox::enqueue(
+            &mut tx,
+            PaymentJob::SUBJECT,
+            &PaymentJob::Refund { order_id: id },
         )
-        .bind(sale)
-        .bind(units)
-        .execute(&mut *tx)
         .await?;
-    } else {
-        for item in &items {
-            let (version,): (i64,) = sqlx::query_as(
-                "update products set stock = stock + $2, version = version + 1 where product_id = $1 returning version",
-            )
-            .bind(item.product_id)
-            .bind(item.quantity)
-            .fetch_one(&mut *tx)
-            .await?;
-            restocked.push((item.product_id, version));
-        }
     }
-    if was_paid {
-        enqueue(&mut tx, &PaymentJob::Refund { order_id: id }).await?;
-    }
+    outbox::email_buyer(&mut tx, id, |o| EmailMessage::OrderProgress {
+        order_id: o.order_id,
+        status: OrderStatus::Cancelled,
+        tracking_ref: None,
+    })
+    .await?;
     let cancelled = load_order(&mut tx, id, false)
         .await?
         .ok_or_else(|| not_found(id))?;
+    let body = order_body(&mut tx, cancelled).await?;
     tx.commit().await?;
-    for (product, version) in restocked {
-        state.cache.invalidate(product, version).await;
-    }
-    if let Some(sale) = row.flash_sale_id {
-        for _ in 0..items.iter().map(|i| i.quantity).sum::<i32>() {
-            if let Err(err) = sale_gate::return_unit(&state.redis, &state.keys, sale).await {
-                tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
-            }
-        }
-        if let Some(ticket) = row.ticket_id
-            && let Err(err) =
-                sale_gate::settle_ticket(&state.redis, &state.keys, sale, ticket, "cancelled").await
-        {
-            tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
-        }
+    after_restock(&state, restocked).await;
+    if let (Some(sale), Some(ticket)) = (row.flash_sale_id, row.ticket_id)
+        && let Err(err) =
+            sale_gate::settle_ticket(&state.redis, &state.keys, sale, ticket, "cancelled").await
+    {
+        tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
     }
     metrics::counter!("flash_catalog_orders_total", "outcome" => "cancelled").increment(1);
-    Ok(Json(cancelled.into_body(items)))
+    Ok(Json(body))
+}
+
+/// After the commit: the product cache learns the new stock, or the sale's gate gets its
+/// units back (its waitlist first). Best effort; the reconciler re-arms a gate from PostgreSQL.
+async fn after_restock(state: &AppState, restocked: Restocked) {
+    match restocked {
+        Restocked::Products(versions) => {
+            for (product, version) in versions {
+                state.cache.invalidate(product, version).await;
+            }
+        }
+        Restocked::Sale { sale, units } => {
+            for _ in 0..units {
+                if let Err(err) = sale_gate::return_unit(&state.redis, &state.keys, sale).await {
+                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
+                }
+            }
+        }
+    }
+}
+
+// POST /orders/{id}/return → 200 return_requested within the window after delivery; 409 else
+#[utoipa::path(
+    post, path = "/orders/{id}/return", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Return requested (or already requested or done); the fulfilment scheduler receives it, then restocks and refunds once", body = OrderBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not delivered yet, or the return window closed (`deadline` says when)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub(crate) async fn return_order(
+    State(state): State<AppState>,
+    member: AuthMember,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let row = load_order(&mut tx, id, true)
+        .await?
+        .filter(|o| o.visible_to(&member))
+        .ok_or_else(|| not_found(id))?;
+    match row.state()? {
+        OrderStatus::ReturnRequested | OrderStatus::Returned => {
+            return Ok(Json(order_body(&mut tx, row).await?));
+        }
+        OrderStatus::Delivered => {}
+        other => {
+            return Err(ApiError::new(
+                ProblemType::Conflict,
+                format!("an order that is {other} cannot be returned; only delivered orders can"),
+            ));
+        }
+    }
+    let delivered_at: DateTime<Utc> = sqlx::query_scalar(
+        "select at from order_history where order_id = $1 and status = 'delivered'",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let deadline = delivered_at + state.return_window;
+    if Utc::now() > deadline {
+        return Err(ApiError::ReturnWindowClosed { deadline });
+    }
+    sqlx::query("update orders set status = 'return_requested' where order_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    outbox::email_buyer(&mut tx, id, |o| EmailMessage::OrderProgress {
+        order_id: o.order_id,
+        status: OrderStatus::ReturnRequested,
+        tracking_ref: None,
+    })
+    .await?;
+    let requested = load_order(&mut tx, id, false)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let body = order_body(&mut tx, requested).await?;
+    tx.commit().await?;
+    metrics::counter!("flash_catalog_orders_total", "outcome" => "return_requested").increment(1);
+    Ok(Json(body))
 }

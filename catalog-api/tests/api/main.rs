@@ -5,7 +5,9 @@
 
 mod helpers;
 
+mod cart;
 mod flash_sales;
+mod lifecycle;
 mod orders;
 mod products;
 mod sale_control;

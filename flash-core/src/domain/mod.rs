@@ -3,8 +3,10 @@
 
 mod email;
 mod ids;
+mod order_status;
 mod role;
 
 pub use email::Email;
 pub use ids::MemberId;
+pub use order_status::OrderStatus;
 pub use role::Role;

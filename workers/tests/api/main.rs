@@ -8,6 +8,7 @@ mod control;
 mod crash;
 mod drain;
 mod email;
+mod fulfilment;
 mod helpers;
 mod outbox;
 mod payment;
