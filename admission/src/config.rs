@@ -1,6 +1,6 @@
 //! admission settings: environment first, loopback defaults.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use flash_core::config::{HttpArgs, JwtVerifyArgs, LogArgs, NatsArgs, PgArgs, RedisArgs};
 
@@ -32,6 +32,9 @@ pub struct Config {
     /// Log format.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Where the gateway routes forward to, and its limits.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
     /// Entries per second the whole process admits (all sales, all members).
     #[arg(long, env = "ENTRY_RATE_PER_SEC", default_value_t = 50_000)]
     pub entry_rate_per_sec: u32,
@@ -42,20 +45,6 @@ pub struct Config {
     /// growing the queue without bound.
     #[arg(long, env = "QUEUE_MAX_DEPTH", default_value_t = 1_000_000)]
     pub queue_max_depth: u64,
-    /// member-api's URL as a browser reaches it: the waiting room logs in there.
-    #[arg(
-        long,
-        env = "MEMBER_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub member_public_url: String,
-    /// catalog-api's URL as a browser reaches it: the waiting room shows the sale from there.
-    #[arg(
-        long,
-        env = "CATALOG_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub catalog_public_url: String,
     /// Verified access tokens remembered (0: verify every request). A buyer polls with one
     /// token many times; a remembered token skips the EdDSA check and re-asks the denylist at
     /// most every 500 ms, so logout still takes effect within a second.
@@ -78,4 +67,77 @@ pub struct Config {
     /// reach this process directly: they could claim any address.
     #[arg(long, env = "CLIENT_ADDRESS_HEADER")]
     pub client_address_header: Option<String>,
+}
+
+/// The gateway: the door also forwards member-api's and catalog-api's routes, so a browser or
+/// app talks to one origin (and the waiting room logs in without cross-origin calls).
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// member-api as this process reaches it (`http://host:port`): `/members*` and `/auth/*`
+    /// are forwarded there.
+    #[arg(
+        long,
+        env = "MEMBER_UPSTREAM_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub member_upstream_url: String,
+    /// catalog-api as this process reaches it (`http://host:port`): `/products*`,
+    /// `/flash-sales*`, `/orders*` and `/cart*` are forwarded there.
+    #[arg(
+        long,
+        env = "CATALOG_UPSTREAM_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub catalog_upstream_url: String,
+    /// Longest wait for a new connection to an upstream; a service that is down is then a
+    /// quick 502 rather than a hang.
+    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT_MS", default_value_t = 1_000)]
+    pub gateway_connect_timeout_ms: u64,
+    /// Longest wait for an upstream's response head (the request body included) before the
+    /// answer is 504. Keep it below `HTTP_REQUEST_TIMEOUT_MS`, or a slow upstream becomes the
+    /// door's own 503 instead.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT_MS", default_value_t = 8_000)]
+    pub gateway_upstream_timeout_ms: u64,
+    /// Forwarded requests in flight at once (at least 1); beyond it the gateway answers 503
+    /// at once, so slow upstreams cannot take the door's `HTTP_MAX_IN_FLIGHT` slots from the
+    /// flash-sale routes.
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 1_024)]
+    pub gateway_max_in_flight: usize,
+    /// Requests to `/auth/*` per client address per minute (0 = no limit); low, to slow down
+    /// password guessing.
+    #[arg(
+        long,
+        env = "GATEWAY_AUTH_RATE_PER_ADDRESS_PER_MIN",
+        default_value_t = 60
+    )]
+    pub gateway_auth_rate_per_address_per_min: u32,
+    /// Requests to `/members*` per client address per minute (0 = no limit); signups are a
+    /// bot's target too.
+    #[arg(
+        long,
+        env = "GATEWAY_MEMBERS_RATE_PER_ADDRESS_PER_MIN",
+        default_value_t = 300
+    )]
+    pub gateway_members_rate_per_address_per_min: u32,
+    /// Requests to catalog-api's routes per client address per minute (0 = no limit);
+    /// generous, since browsing makes many small reads. Mind shared addresses (offices,
+    /// carrier NAT) before lowering any of these.
+    #[arg(
+        long,
+        env = "GATEWAY_CATALOG_RATE_PER_ADDRESS_PER_MIN",
+        default_value_t = 1_200
+    )]
+    pub gateway_catalog_rate_per_address_per_min: u32,
+}
+
+impl GatewayArgs {
+    /// The connect timeout as a `Duration`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_connect_timeout_ms)
+    }
+
+    /// The upstream response timeout as a `Duration`.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_upstream_timeout_ms)
+    }
 }

@@ -5,9 +5,11 @@
 //! awaited: a 202 means the ticket is durably queued. `GET /tickets/{id}` is the waiting room's
 //! poll. PostgreSQL is consulted only when Redis lost something.
 
+mod client_address;
 pub mod config;
 mod draw;
 mod gate;
+mod gateway;
 mod http;
 mod limits;
 mod pow;
@@ -41,6 +43,7 @@ pub struct App {
     queue: queue::Queue,
     stream: async_nats::jetstream::stream::Stream,
     limits: Arc<limits::EntryLimits>,
+    gateway: Arc<gateway::Gateway>,
     drawer: draw::Drawer,
     draw_every: Duration,
     shutdown: CancellationToken,
@@ -80,12 +83,13 @@ impl App {
             config.entry_rate_per_member_per_min,
             config.entry_rate_per_address_per_min,
         ));
-        let client_address_header = config
-            .client_address_header
-            .as_deref()
-            .map(axum::http::HeaderName::try_from)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("CLIENT_ADDRESS_HEADER is not a header name: {e}"))?;
+        let client_address =
+            client_address::ClientAddress::from_setting(config.client_address_header.as_deref())?;
+        let gateway = Arc::new(gateway::Gateway::new(
+            &config.gateway,
+            &config.http,
+            client_address.clone(),
+        )?);
         let state = http::AppState {
             db: pool.clone(),
             auth: Arc::new(authenticator(
@@ -98,23 +102,26 @@ impl App {
             limits: Arc::clone(&limits),
             queue_max_depth: config.queue_max_depth,
             long_poll_max_secs: config.long_poll_max_secs,
-            client_address_header,
-            waiting_room: http::waiting_room_page(
-                &config.member_public_url,
-                &config.catalog_public_url,
-            )?,
+            client_address,
+            waiting_room: http::waiting_room_page()?,
         };
         let readiness = Readiness::new(shutdown.clone())
             .with_pg(pool)
             .with_redis(redis)
             .with_nats(nats);
-        let router = http::router(state, readiness, &config.http);
+        let router = http::router(
+            state,
+            gateway::router(Arc::clone(&gateway)),
+            readiness,
+            &config.http,
+        );
         let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
         Ok(Self {
             server,
             queue,
             stream,
             limits,
+            gateway,
             drawer,
             draw_every: Duration::from_millis(config.draw_interval_ms),
             shutdown,
@@ -144,6 +151,10 @@ impl App {
         let limits = Arc::clone(&self.limits);
         flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
             limits.forget_idle()
+        });
+        let gateway = Arc::clone(&self.gateway);
+        flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
+            gateway.forget_idle()
         });
         self.server.run().await
     }

@@ -17,7 +17,7 @@ use flash_core::{
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
-use crate::{gate::Gate, limits::EntryLimits, queue::Queue};
+use crate::{client_address::ClientAddress, gate::Gate, limits::EntryLimits, queue::Queue};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,26 +30,8 @@ pub(crate) struct AppState {
     pub(crate) queue_max_depth: u64,
     pub(crate) long_poll_max_secs: u64,
     pub(crate) waiting_room: Arc<flash_core::page::Page>,
-    /// The header a trusted balancer puts the client's address in (its first entry), if any.
-    pub(crate) client_address_header: Option<axum::http::HeaderName>,
-}
-
-impl AppState {
-    /// The client's address for the per-address entry limit: from the configured header when
-    /// it holds one, else the connection's peer.
-    pub(crate) fn client_address(
-        &self,
-        headers: &axum::http::HeaderMap,
-        peer: std::net::SocketAddr,
-    ) -> std::net::IpAddr {
-        self.client_address_header
-            .as_ref()
-            .and_then(|name| headers.get(name))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
-            .unwrap_or_else(|| peer.ip())
-    }
+    /// Who the client is, for the per-address entry limit.
+    pub(crate) client_address: ClientAddress,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -58,12 +40,19 @@ impl FromRef<AppState> for Arc<Authenticator> {
     }
 }
 
-/// The whole application: API routes, ops routes, OpenAPI, and the shared middleware.
-pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> Router {
+/// The whole application: API routes, the gateway's forwarding routes, ops routes, OpenAPI,
+/// and the shared middleware.
+pub(crate) fn router(
+    state: AppState,
+    gateway: Router,
+    readiness: Readiness,
+    http: &HttpArgs,
+) -> Router {
     let api = tickets::router()
         .merge(waiting_room::router())
         .route("/openapi.json", get(openapi_json))
-        .with_state(state);
+        .with_state(state)
+        .merge(gateway);
     flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
 }
 
@@ -76,7 +65,10 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     info(
         title = "admission",
         description = "The flash-sale front door: enter a sale to get a waiting-room ticket, then \
-                       poll it until it is final. Errors are RFC 7807 application/problem+json."
+                       poll it until it is final. Errors are RFC 7807 application/problem+json. \
+                       The door also forwards /members*, /auth/* (member-api) and /products*, \
+                       /flash-sales*, /orders*, /cart* (catalog-api), so browsers and apps use one \
+                       origin; those routes are documented in each service's own /openapi.json."
     ),
     paths(tickets::create_ticket, tickets::get_ticket),
     components(schemas(ProblemBody, FieldError)),

@@ -137,7 +137,7 @@ pub(crate) async fn create_ticket(
 ) -> Result<Response, ApiError> {
     state
         .limits
-        .check(member.member_id, state.client_address(&headers, peer))?;
+        .check(member.member_id, state.client_address.of(&headers, peer))?;
     if state.queue.depth() >= state.queue_max_depth {
         metrics::counter!("flash_admission_tickets_total", "outcome" => "queue_full").increment(1);
         return Err(ApiError::unavailable(anyhow::anyhow!(

@@ -1,7 +1,8 @@
 //! `GET /sales/{id}`: the waiting-room page (plain HTML, CSS and JS; no build step).
 //!
-//! The page is rendered once at start-up with the public URLs of member-api (login) and
-//! catalog-api (sale details); see [`flash_core::page`] for how it is served.
+//! The page calls only its own origin: the door's ticket routes, and member-api (login) and
+//! catalog-api (sale details) through the door's gateway. See [`flash_core::page`] for how it
+//! is served.
 
 use std::sync::Arc;
 
@@ -13,12 +14,9 @@ use super::AppState;
 
 const TEMPLATE: &str = include_str!("waiting_room.html");
 
-/// Renders the page for the given public URLs.
-pub(crate) fn waiting_room_page(member_url: &str, catalog_url: &str) -> anyhow::Result<Arc<Page>> {
-    Ok(Arc::new(Page::render(
-        TEMPLATE,
-        &[("MEMBER_URL", member_url), ("CATALOG_URL", catalog_url)],
-    )?))
+/// Renders the page (once, at start-up).
+pub(crate) fn waiting_room_page() -> anyhow::Result<Arc<Page>> {
+    Ok(Arc::new(Page::render(TEMPLATE, &[])?))
 }
 
 pub(super) fn router() -> Router<AppState> {
@@ -35,14 +33,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_calls_member_api_and_catalog_api() {
-        let page = waiting_room_page("http://members.example/", "http://catalog.example").unwrap();
-        assert!(page.html().contains(r#"content="http://members.example""#));
+    fn the_page_calls_only_its_own_origin() {
+        let page = waiting_room_page().unwrap();
         assert!(!page.html().contains("{{"));
+        assert!(page.html().contains("fetch(`/auth/login`"));
         let csp = page.csp().to_str().unwrap();
-        assert!(
-            csp.contains("connect-src 'self' http://members.example http://catalog.example"),
-            "{csp}"
-        );
+        assert!(csp.contains("connect-src 'self';"), "{csp}");
     }
 }

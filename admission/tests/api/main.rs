@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod stack;
 
 mod browser;
 mod entry;
 mod friction;
+mod gateway;
 mod polling;
