@@ -1,28 +1,14 @@
-//! Cache-aside for product reads, safe against the stale-reader race.
-//!
-//! Each entry is `<version>|<json>` (or `<version>|` after a write: a tombstone). Every product
-//! write bumps `products.version` under the row lock, then stores a tombstone with the new
-//! version. A Lua script stores an entry only when its version is not older than the one in
-//! Redis, so a reader that fetched the row just before a write can never put the old product
-//! back: once a writer got its 200, readers see the new row.
+//! Cache-aside for product reads, safe against the stale-reader race: entries carry the
+//! product's version and an older version never replaces a newer one (the write side is
+//! `flash_core::product_cache`, shared with the workers, who restock products too). Once a
+//! writer got its 200, readers see the new row.
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use flash_core::redis::Keys;
-
-/// Stores ARGV[2] under KEYS[1] with version ARGV[1] unless a newer version is cached.
-const STORE_IF_NOT_OLDER: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local cached = tonumber(string.match(current, '^(%d+)|'))
-  if cached and cached > tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
-return 1
-";
+use flash_core::{product_cache, redis::Keys};
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {
@@ -38,17 +24,11 @@ pub(crate) struct ProductCache {
     redis: ConnectionManager,
     keys: Keys,
     ttl: Duration,
-    store: Script,
 }
 
 impl ProductCache {
     pub(crate) fn new(redis: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
-        Self {
-            redis,
-            keys,
-            ttl,
-            store: Script::new(STORE_IF_NOT_OLDER),
-        }
+        Self { redis, keys, ttl }
     }
 
     /// Looks a product up. A Redis failure counts as a miss: the cache must never make a read
@@ -93,15 +73,8 @@ impl ProductCache {
     }
 
     async fn store(&self, product: Uuid, version: i64, json: &str) {
-        let mut conn = self.redis.clone();
-        let stored = self
-            .store
-            .key(self.keys.product(product))
-            .arg(version)
-            .arg(json)
-            .arg(self.ttl.as_secs().max(1))
-            .invoke_async::<i64>(&mut conn)
-            .await;
+        let stored =
+            product_cache::store(&self.redis, &self.keys, product, version, json, self.ttl).await;
         if let Err(err) = stored {
             // The entry expires within the TTL; nothing else can be done without Redis.
             tracing::warn!(error = %err, %product, version, "product cache write failed");

@@ -19,6 +19,7 @@ pub mod page;
 pub mod pagination;
 pub mod prequeue;
 pub mod problem;
+pub mod product_cache;
 pub mod redis;
 pub mod restock;
 pub mod sale_events;

@@ -4,8 +4,11 @@
 //! units return to the product's stock. Callers make this happen once per order by changing the
 //! order's status under its row lock (or with a status guard) in the same transaction.
 
+use redis::aio::ConnectionManager;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::{product_cache, redis::Keys, sale_gate};
 
 /// Where the units of an order went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,4 +65,20 @@ pub async fn give_back(conn: &mut PgConnection, order: Uuid) -> sqlx::Result<Res
     .fetch_all(&mut *conn)
     .await?;
     Ok(Restocked::Products(versions))
+}
+
+/// After the commit, tells Redis where the units went: a sale's gate gets them back (its
+/// waitlist first), or the product cache learns the new stock. Best effort: the reconciler
+/// re-arms a gate from PostgreSQL, and a cache entry expires within its TTL.
+pub async fn announce(redis: &ConnectionManager, keys: &Keys, restocked: &Restocked) {
+    match restocked {
+        Restocked::Products(versions) => product_cache::invalidate(redis, keys, versions).await,
+        Restocked::Sale { sale, units } => {
+            for _ in 0..*units {
+                if let Err(err) = sale_gate::return_unit(redis, keys, *sale).await {
+                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
+                }
+            }
+        }
+    }
 }

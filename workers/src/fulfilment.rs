@@ -15,8 +15,7 @@ use flash_core::{
     jobs::{EmailMessage, PaymentJob},
     outbox,
     redis::Keys,
-    restock::{self, Restocked},
-    sale_gate,
+    restock,
 };
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
@@ -201,7 +200,7 @@ impl<C: Carrier> Fulfilment<C> {
         )
         .await;
         let mut moved = 0;
-        let mut back_to_sales = Vec::new();
+        let mut restocked = Vec::new();
         for ((order, _), answer) in due.iter().zip(answers) {
             let Answer::Go(tracking) = answer else {
                 continue;
@@ -217,10 +216,7 @@ impl<C: Carrier> Fulfilment<C> {
             .execute(&mut *tx)
             .await?;
             if step.to == OrderStatus::Returned {
-                if let Restocked::Sale { sale, units } = restock::give_back(&mut tx, *order).await?
-                {
-                    back_to_sales.push((sale, units));
-                }
+                restocked.push(restock::give_back(&mut tx, *order).await?);
                 let refund = PaymentJob::Refund { order_id: *order };
                 outbox::enqueue(&mut tx, PaymentJob::SUBJECT, &refund).await?;
             }
@@ -236,12 +232,8 @@ impl<C: Carrier> Fulfilment<C> {
         tx.commit().await?;
         metrics::counter!("flash_workers_fulfilment_total", "to" => step.to.as_str())
             .increment(moved as u64);
-        for (sale, units) in back_to_sales {
-            for _ in 0..units {
-                if let Err(err) = sale_gate::return_unit(&self.redis, &self.keys, sale).await {
-                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
-                }
-            }
+        for units in &restocked {
+            restock::announce(&self.redis, &self.keys, units).await;
         }
         Ok(moved)
     }

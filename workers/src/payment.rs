@@ -13,7 +13,8 @@ use flash_core::{
     jobs::{EmailMessage, PaymentJob},
     outbox,
     redis::Keys,
-    restock, sale_gate,
+    restock::{self, Restocked},
+    sale_gate,
 };
 use rand::Rng;
 use redis::aio::ConnectionManager;
@@ -321,8 +322,8 @@ impl<P: PaymentProvider> Payments<P> {
                     .execute(&mut *tx)
                     .await?;
                 let returned = cancel_order(&mut tx, order).await?;
-                if let Some((sale, ticket)) = returned {
-                    settled = Some((sale, ticket, "cancelled"));
+                if let Some((sale, ticket, _)) = &returned {
+                    settled = Some((*sale, *ticket, "cancelled"));
                     outbox::email_buyer(&mut tx, order, |o| EmailMessage::PaymentFailed {
                         order_id: o.order_id,
                     })
@@ -331,10 +332,8 @@ impl<P: PaymentProvider> Payments<P> {
                 tx.commit().await?;
                 metrics::counter!("flash_workers_payments_total", "outcome" => "failed")
                     .increment(1);
-                if let Some((Some(sale), _)) = returned
-                    && let Err(err) = sale_gate::return_unit(&self.redis, &self.keys, sale).await
-                {
-                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
+                if let Some((_, _, restocked)) = &returned {
+                    restock::announce(&self.redis, &self.keys, restocked).await;
                 }
                 self.settle_ticket(settled).await;
                 return Ok(());
@@ -380,11 +379,12 @@ impl<P: PaymentProvider> Payments<P> {
 }
 
 /// Cancels an unpaid order and gives its units back, exactly once (the status guard makes a
-/// second call a no-op). Returns `None` if it was not pending, else `Some(flash sale)`.
+/// second call a no-op). Returns `None` if it was not pending, else its flash sale and ticket
+/// (if any) and where its units went.
 async fn cancel_order(
     conn: &mut PgConnection,
     order: Uuid,
-) -> anyhow::Result<Option<(Option<Uuid>, Option<Uuid>)>> {
+) -> anyhow::Result<Option<(Option<Uuid>, Option<Uuid>, Restocked)>> {
     let cancelled: Option<(Option<Uuid>, Option<Uuid>)> =
         sqlx::query_as("update orders set status = 'cancelled' where order_id = $1 and status = 'pending_payment' returning flash_sale_id, ticket_id")
             .bind(order)
@@ -393,6 +393,6 @@ async fn cancel_order(
     let Some((sale, ticket)) = cancelled else {
         return Ok(None);
     };
-    restock::give_back(conn, order).await?;
-    Ok(Some((sale, ticket)))
+    let restocked = restock::give_back(conn, order).await?;
+    Ok(Some((sale, ticket, restocked)))
 }

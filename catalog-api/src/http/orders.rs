@@ -21,8 +21,7 @@ use flash_core::{
     outbox,
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody, UnavailableItem},
-    restock::{self, Restocked},
-    sale_gate,
+    restock, sale_gate,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -341,7 +340,6 @@ pub(super) async fn place_order(
         }
     }
     if !refused.is_empty() {
-        metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
         return Err(ApiError::ItemsUnavailable(refused));
     }
     let (total, currency) = total(&priced)?;
@@ -740,7 +738,7 @@ pub(crate) async fn cancel_order(
         .ok_or_else(|| not_found(id))?;
     let body = order_body(&mut tx, cancelled).await?;
     tx.commit().await?;
-    after_restock(&state, restocked).await;
+    restock::announce(&state.redis, &state.keys, &restocked).await;
     if let (Some(sale), Some(ticket)) = (row.flash_sale_id, row.ticket_id)
         && let Err(err) =
             sale_gate::settle_ticket(&state.redis, &state.keys, sale, ticket, "cancelled").await
@@ -749,25 +747,6 @@ pub(crate) async fn cancel_order(
     }
     metrics::counter!("flash_catalog_orders_total", "outcome" => "cancelled").increment(1);
     Ok(Json(body))
-}
-
-/// After the commit: the product cache learns the new stock, or the sale's gate gets its
-/// units back (its waitlist first). Best effort; the reconciler re-arms a gate from PostgreSQL.
-async fn after_restock(state: &AppState, restocked: Restocked) {
-    match restocked {
-        Restocked::Products(versions) => {
-            for (product, version) in versions {
-                state.cache.invalidate(product, version).await;
-            }
-        }
-        Restocked::Sale { sale, units } => {
-            for _ in 0..units {
-                if let Err(err) = sale_gate::return_unit(&state.redis, &state.keys, sale).await {
-                    tracing::warn!(error = %err, sale_id = %sale, "returning a unit to the gate failed; the reconciler will fix it");
-                }
-            }
-        }
-    }
 }
 
 // POST /orders/{id}/return → 200 return_requested within the window after delivery; 409 else

@@ -271,3 +271,55 @@ async fn a_returned_flash_order_gives_its_unit_back_and_is_refunded_once_despite
     assert_eq!(returned_mails, 1);
     env.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_returned_regular_order_restocks_its_products_and_the_catalog_cache_sees_it(db: PgPool) {
+    let env = Env::new(db, 1, 1).await;
+    let member = env.member().await;
+    let product = Uuid::new_v4();
+    sqlx::query("insert into products (product_id, sku, name, price_cents, currency, stock, version) values ($1, 'R', 'R', 700, 'EUR', 4, 1)")
+        .bind(product)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let order = Uuid::now_v7();
+    sqlx::query("insert into orders (order_id, member_id, kind, status, total_cents, currency) values ($1, $2, 'regular', 'return_requested', 1400, 'EUR')")
+        .bind(order)
+        .bind(member)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    sqlx::query("insert into order_items (order_id, product_id, quantity, unit_price_cents) values ($1, $2, 2, 700)")
+        .bind(order)
+        .bind(product)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    // catalog-api cached the product at version 1, with 4 in stock.
+    flash_core::product_cache::store(
+        &env.redis,
+        &env.keys,
+        product,
+        1,
+        "{\"stock\":4}",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+
+    run_until_still(&[&scheduler(&env, 0.0, NOW), &scheduler(&env, 0.0, NOW)]).await;
+
+    let (stock, version): (i32, i64) =
+        sqlx::query_as("select stock, version from products where product_id = $1")
+            .bind(product)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!((stock, version), (6, 2), "both units back, once");
+    let cached: String =
+        redis::AsyncCommands::get(&mut env.redis.clone(), env.keys.product(product))
+            .await
+            .unwrap();
+    assert_eq!(cached, "2|", "readers go to PostgreSQL for the new stock");
+    env.cleanup().await;
+}
