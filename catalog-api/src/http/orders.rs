@@ -184,6 +184,28 @@ async fn load_order(
     sqlx::query_as(sql).bind(id).fetch_optional(conn).await
 }
 
+/// The order `id` as `member` may see it (owners and admins; anyone else is told it does not
+/// exist), row-locked when `lock` (to change it).
+async fn own_order(
+    conn: &mut PgConnection,
+    id: Uuid,
+    member: &AuthMember,
+    lock: bool,
+) -> Result<OrderRow, ApiError> {
+    load_order(conn, id, lock)
+        .await?
+        .filter(|o| o.visible_to(member))
+        .ok_or_else(|| not_found(id))
+}
+
+/// The order as it is after a change made in this transaction.
+async fn reload(conn: &mut PgConnection, id: Uuid) -> Result<OrderBody, ApiError> {
+    let row = load_order(conn, id, false)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(order_body(conn, row).await?)
+}
+
 async fn order_body(conn: &mut PgConnection, row: OrderRow) -> sqlx::Result<OrderBody> {
     let mut items = load_items(conn, &[row.order_id]).await?;
     let lines = items.remove(&row.order_id).unwrap_or_default();
@@ -657,10 +679,7 @@ pub(crate) async fn get_order(
     Path(id): Path<Uuid>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let row = load_order(&mut conn, id, false)
-        .await?
-        .filter(|o| o.visible_to(&member))
-        .ok_or_else(|| not_found(id))?;
+    let row = own_order(&mut conn, id, &member, false).await?;
     let created_at = row.created_at;
     let mut body = order_body(&mut conn, row).await?;
     let changes: Vec<HistoryEntry> = sqlx::query_as(
@@ -700,10 +719,7 @@ pub(crate) async fn cancel_order(
     let mut tx = state.db.begin().await?;
     // The row lock makes cancel and restock happen once, however many cancels race, and keeps
     // the fulfilment scheduler (which skips locked orders) from shipping it meanwhile.
-    let row = load_order(&mut tx, id, true)
-        .await?
-        .filter(|o| o.visible_to(&member))
-        .ok_or_else(|| not_found(id))?;
+    let row = own_order(&mut tx, id, &member, true).await?;
     let status = row.state()?;
     if status == OrderStatus::Cancelled {
         return Ok(Json(order_body(&mut tx, row).await?));
@@ -733,10 +749,7 @@ pub(crate) async fn cancel_order(
         tracking_ref: None,
     })
     .await?;
-    let cancelled = load_order(&mut tx, id, false)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let body = order_body(&mut tx, cancelled).await?;
+    let body = reload(&mut tx, id).await?;
     tx.commit().await?;
     restock::announce(&state.redis, &state.keys, &restocked).await;
     if let (Some(sale), Some(ticket)) = (row.flash_sale_id, row.ticket_id)
@@ -769,10 +782,7 @@ pub(crate) async fn return_order(
     Path(id): Path<Uuid>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let row = load_order(&mut tx, id, true)
-        .await?
-        .filter(|o| o.visible_to(&member))
-        .ok_or_else(|| not_found(id))?;
+    let row = own_order(&mut tx, id, &member, true).await?;
     match row.state()? {
         OrderStatus::ReturnRequested | OrderStatus::Returned => {
             return Ok(Json(order_body(&mut tx, row).await?));
@@ -805,10 +815,7 @@ pub(crate) async fn return_order(
         tracking_ref: None,
     })
     .await?;
-    let requested = load_order(&mut tx, id, false)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let body = order_body(&mut tx, requested).await?;
+    let body = reload(&mut tx, id).await?;
     tx.commit().await?;
     metrics::counter!("flash_catalog_orders_total", "outcome" => "return_requested").increment(1);
     Ok(Json(body))
