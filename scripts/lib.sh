@@ -69,14 +69,6 @@ ADMIN_EMAIL="${ADMIN_EMAIL:=admin@flash.local}"
 # The workers write each email as an .eml file here (no SMTP server needed in development).
 MAIL_DIR="$(abs_path "${MAIL_DIR:-$FLASH_DATA_DIR/mail}")"
 
-# The dev stack moves paid orders along within seconds (a shop sets what its warehouse and
-# carrier need; the workers' own defaults are minutes to days).
-FULFILMENT_INTERVAL_MS="${FULFILMENT_INTERVAL_MS:=1000}"
-PREPARE_AFTER_SECS="${PREPARE_AFTER_SECS:=5}"
-SHIP_AFTER_SECS="${SHIP_AFTER_SECS:=10}"
-DELIVER_AFTER_SECS="${DELIVER_AFTER_SECS:=20}"
-RETURN_AFTER_SECS="${RETURN_AFTER_SECS:=20}"
-
 # SKIP_SERVERS=1: PostgreSQL, Redis and NATS are provided; never install or start them.
 SKIP_SERVERS="${SKIP_SERVERS:=0}"
 # How long to wait for a server (PostgreSQL, Redis, NATS) and for a service's /readyz.
@@ -95,7 +87,6 @@ FLASH_TARGET_DIR="${CARGO_TARGET_DIR:-$FLASH_ROOT/target}"
 export DATABASE_URL REDIS_URL NATS_URL
 export ADMISSION_ADDR CATALOG_ADDR MEMBER_ADDR WORKERS_ADDR
 export FLASH_DATA_DIR JWT_PRIVATE_KEY JWT_PUBLIC_KEY ADMIN_EMAIL MAIL_DIR
-export FULFILMENT_INTERVAL_MS PREPARE_AFTER_SECS SHIP_AFTER_SECS DELIVER_AFTER_SECS RETURN_AFTER_SECS
 
 ensure_dirs() {
   mkdir -p "$FLASH_DATA_DIR" "$FLASH_PIDS" "$FLASH_LOGS"

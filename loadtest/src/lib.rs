@@ -14,3 +14,4 @@ pub mod seed;
 pub mod shop;
 pub mod spike;
 pub mod summary;
+pub mod timeline;

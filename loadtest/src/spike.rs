@@ -37,6 +37,7 @@ use crate::{
     fairness::{self, Arrival, Fairness},
     measure::{Summary, print_table, run_batch},
     seed::{self, Buyer},
+    timeline::Timeline,
 };
 
 /// Options of the spike simulator.
@@ -94,6 +95,9 @@ pub struct SpikeArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also draw admitted and drained per second as an SVG chart here.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 /// What one spike is: the part of [`SpikeArgs`] that is not about connecting.
@@ -174,6 +178,8 @@ pub struct SpikeReport {
     pub all_final_ms: Option<f64>,
     /// Orders per second from the sale's start until its units were sold (PostgreSQL clock).
     pub orders_per_second: Option<f64>,
+    /// Admitted and drained in each second after the start.
+    pub timeline: Timeline,
     /// The invariant check after payments settled.
     pub check: CheckReport,
     /// The synchronous design's run, with `--baseline`.
@@ -276,6 +282,13 @@ pub async fn run(args: SpikeArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.chart {
+        let title = format!(
+            "spike: {} buyers, {} units, sale {}",
+            report.buyers, report.units, report.sale_id
+        );
+        report.timeline.write_svg(&title, path)?;
+    }
     anyhow::ensure!(
         report.is_healthy(),
         "the spike was not healthy: {} tickets not final, {} invariant violation(s)",
@@ -373,6 +386,7 @@ pub async fn run_with(
     .await;
     queued.extend(arrived);
     let (mut outcomes, entry_final_ms) = (at_once.outcomes, at_once.last_ms);
+    let admitted_ms = at_once.admitted_ms;
     let polling = Instant::now();
     let poll_count = Arc::new(AtomicU64::new(0));
     let polled = poll_all(
@@ -403,6 +417,7 @@ pub async fn run_with(
     }
 
     let orders_per_second = drain_rate(db, sale, starts_at, plan.units).await?;
+    let timeline = Timeline::measure(db, sale, starts_at, &admitted_ms).await?;
     say("waiting for payments to settle ...".to_owned());
     settle(db, sale, plan.settle_timeout).await?;
     let check = check_sale(db, Some(redis), keys, sale).await?;
@@ -435,6 +450,7 @@ pub async fn run_with(
         unfinished,
         all_final_ms: last_final,
         orders_per_second,
+        timeline,
         check,
         baseline,
         prequeue_entries,
@@ -524,6 +540,8 @@ struct Bars {
 struct AtOnce {
     outcomes: BTreeMap<String, u64>,
     last_ms: Option<f64>,
+    /// When each 202 came back, in ms after the start (the timeline's admissions).
+    admitted_ms: Vec<f64>,
 }
 
 /// A ticket still to follow: the buyer's index, its id, and when to poll next.
@@ -579,6 +597,10 @@ async fn enter_all(
                         sent_ms,
                         answered_ms: start.elapsed().as_secs_f64() * 1000.0,
                     });
+                }
+                if status == 202 {
+                    let at = start.elapsed().as_secs_f64() * 1000.0;
+                    done.lock().await.admitted_ms.push(at);
                 }
                 match (ticket, body["poll_after_ms"].as_u64()) {
                     (Some(ticket), Some(after)) => queued.lock().await.push((i, ticket, after)),

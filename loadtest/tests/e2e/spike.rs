@@ -42,6 +42,14 @@ async fn a_small_spike_sells_every_unit_once_and_every_ticket_ends(db: PgPool) {
     assert_eq!(report.check.quantity_left + paid, 100);
     assert!(report.polls > 0 && report.all_final_ms.is_some());
     assert!(report.orders_per_second.is_some_and(|r| r > 0.0));
+    let admitted: u64 = report.timeline.admitted_per_second.iter().sum();
+    let drained: u64 = report.timeline.drained_per_second.iter().sum();
+    assert_eq!(admitted, queued, "the chart counts every 202");
+    assert_eq!(
+        i64::try_from(drained).unwrap(),
+        paid + cancelled,
+        "and every order"
+    );
     stack.stop().await;
 }
 
