@@ -4,7 +4,8 @@
 //! real shoppers do), so a slow service shows up as latency and not as a politely lower rate.
 //! When `max_in_flight` requests are already waiting, the next one is counted as skipped
 //! instead of piling up without bound. The mix per 20 requests: 10 product listings (some with
-//! a text filter), 6 product reads, 2 regular orders, 2 profile reads.
+//! a text filter), 6 product reads, 1 regular order, 1 cart checkout (a line put in the cart,
+//! then the checkout, timed together), 2 profile reads.
 
 use std::{
     path::PathBuf,
@@ -68,23 +69,27 @@ enum Kind {
     Browse,
     Product,
     Order,
+    Checkout,
     Profile,
 }
 
-const KINDS: [(Kind, &str); 4] = [
+const KINDS: [(Kind, &str); 5] = [
     (Kind::Browse, "GET /products"),
     (Kind::Product, "GET /products/{id}"),
     (Kind::Order, "POST /orders"),
+    (Kind::Checkout, "PUT /cart/items + checkout"),
     (Kind::Profile, "GET /members/me"),
 ];
 
 impl Kind {
-    /// The `i`-th request of the run: 10 browse, 6 product, 2 order, 2 profile per 20.
+    /// The `i`-th request of the run: 10 browse, 6 product, 1 order, 1 checkout, 2 profile
+    /// per 20.
     fn of(i: u64) -> Self {
         match i % 20 {
             0..=9 => Self::Browse,
             10..=15 => Self::Product,
-            16 | 17 => Self::Order,
+            16 => Self::Order,
+            17 => Self::Checkout,
             _ => Self::Profile,
         }
     }
@@ -173,13 +178,28 @@ pub async fn run(args: ShopArgs) -> anyhow::Result<()> {
                 .post(format!("{catalog}/orders"))
                 .header("Idempotency-Key", Uuid::new_v4().to_string())
                 .json(&json!({"items": [{"product_id": product, "quantity": 1}]})),
+            Kind::Checkout => client
+                .put(format!("{catalog}/cart/items/{product}"))
+                .json(&json!({"quantity": 1})),
             Kind::Profile => client.get(format!("{member}/members/me")),
         }
         .bearer_auth(&who.token);
+        // A checkout follows its cart line, for the same shopper, once the line is in.
+        let then = matches!(kind, Kind::Checkout).then(|| {
+            client
+                .post(format!("{catalog}/cart/checkout"))
+                .header("Idempotency-Key", Uuid::new_v4().to_string())
+                .bearer_auth(&who.token)
+        });
         let recorders = Arc::clone(&recorders);
         tasks.spawn(async move {
             let sent = Instant::now();
-            let status = request.send().await.map_or(0, |r| r.status().as_u16());
+            let mut status = request.send().await.map_or(0, |r| r.status().as_u16());
+            if let Some(checkout) = then
+                && (200..300).contains(&status)
+            {
+                status = checkout.send().await.map_or(0, |r| r.status().as_u16());
+            }
             recorders[kind.index()]
                 .lock()
                 .await
