@@ -128,6 +128,13 @@ enum Answer {
     Wait,
 }
 
+impl Answer {
+    /// Go when the carrier says the parcel arrived, else wait.
+    fn go_if(arrived: bool) -> Self {
+        if arrived { Self::Go(None) } else { Self::Wait }
+    }
+}
+
 /// Runs the fulfilment steps.
 pub struct Fulfilment<C> {
     db: PgPool,
@@ -239,32 +246,24 @@ impl<C: Carrier> Fulfilment<C> {
     }
 
     async fn ask(&self, to: OrderStatus, order: Uuid, tracking: Option<&str>) -> Answer {
-        let answer = match to {
-            OrderStatus::Shipped => self.carrier.ship(order).await.map(|t| Some(Some(t))),
-            OrderStatus::Delivered => match tracking {
-                Some(tracking) => self
-                    .carrier
-                    .delivered(tracking)
-                    .await
-                    .map(|d| d.then_some(None)),
-                None => Err(CarrierError(
-                    "a shipped order without a tracking reference".into(),
-                )),
-            },
-            OrderStatus::Returned => self
-                .carrier
-                .return_arrived(order)
-                .await
-                .map(|arrived| arrived.then_some(None)),
-            _ => Ok(Some(None)),
-        };
-        match answer {
-            Ok(Some(tracking)) => Answer::Go(tracking),
-            Ok(None) => Answer::Wait,
-            Err(err) => {
-                tracing::warn!(error = %err, %order, %to, "carrier did not answer; the next pass asks again");
-                Answer::Wait
+        let answer = match (to, tracking) {
+            (OrderStatus::Shipped, _) => {
+                self.carrier.ship(order).await.map(|t| Answer::Go(Some(t)))
             }
-        }
+            (OrderStatus::Delivered, Some(tracking)) => {
+                self.carrier.delivered(tracking).await.map(Answer::go_if)
+            }
+            (OrderStatus::Delivered, None) => Err(CarrierError(
+                "a shipped order without a tracking reference".into(),
+            )),
+            (OrderStatus::Returned, _) => {
+                self.carrier.return_arrived(order).await.map(Answer::go_if)
+            }
+            _ => Ok(Answer::Go(None)),
+        };
+        answer.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, %order, %to, "carrier did not answer; the next pass asks again");
+            Answer::Wait
+        })
     }
 }
