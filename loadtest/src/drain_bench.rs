@@ -38,6 +38,14 @@ pub struct DrainArgs {
     /// The workers binary to start.
     #[arg(long, default_value = "target/release/workers")]
     workers_bin: PathBuf,
+    /// What the started workers do (their `WORKER_ROLES`): all of it by default, so payments
+    /// and mail compete with the drain as in a one-process deployment; `drain` measures the
+    /// drain alone, as when payments and mail run on processes of their own.
+    #[arg(
+        long,
+        default_value = "drain,relay,payments,emails,reconciler,waitlist,fulfilment"
+    )]
+    worker_roles: String,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 180)]
     run_timeout_secs: u64,
@@ -269,6 +277,7 @@ fn start_worker(
         .env("NATS_JOBS_STREAM", &nats.nats_jobs_stream)
         .env("WORKERS_ADDR", "127.0.0.1:0")
         .env("DRAIN_BATCH_SIZE", batch.to_string())
+        .env("WORKER_ROLES", &args.worker_roles)
         .env(
             "MAIL_DIR",
             std::env::temp_dir().join(format!("bench-mail-{id}")),

@@ -97,4 +97,51 @@ pub struct Config {
     /// the next pass. The simulated carrier stands in for a real one behind the `Carrier` trait.
     #[arg(long, env = "CARRIER_FAILURE_RATE", default_value_t = 0.0)]
     pub carrier_failure_rate: f64,
+    /// What this process does, comma-separated; all of it by default. A shop that runs the
+    /// drain on its own processes (or machines) keeps payments and mail from taking its CPU
+    /// during a sale, and scales each part to its own load.
+    #[arg(
+        long,
+        env = "WORKER_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drain,relay,payments,emails,reconciler,waitlist,fulfilment"
+    )]
+    pub roles: Vec<Role>,
+}
+
+/// One of the jobs a workers process can run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Queued tickets become orders.
+    Drain,
+    /// Outbox rows are published as payment and email jobs.
+    Relay,
+    /// Payment jobs are charged (or refunded).
+    Payments,
+    /// Email jobs are sent.
+    Emails,
+    /// Sale gates Redis lost are re-armed from PostgreSQL.
+    Reconciler,
+    /// Returned units are handed to waitlisted buyers.
+    Waitlist,
+    /// Paid orders move through preparing, shipped and delivered.
+    Fulfilment,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Config, Role};
+
+    #[test]
+    fn roles_default_to_everything_and_refuse_unknown_names() {
+        let all = Config::try_parse_from(["workers"]).unwrap();
+        assert_eq!(all.roles.len(), 7);
+        let some = Config::try_parse_from(["workers", "--roles", "drain,payments"]).unwrap();
+        assert_eq!(some.roles, vec![Role::Drain, Role::Payments]);
+        let err = Config::try_parse_from(["workers", "--roles", "drain,charge"]).unwrap_err();
+        assert!(err.to_string().contains("charge"), "{err}");
+    }
 }

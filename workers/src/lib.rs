@@ -18,7 +18,7 @@ mod payment;
 mod reconciler;
 mod waitlist;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flash_core::{
     http::{Readiness, Server},
@@ -28,7 +28,7 @@ use flash_core::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, Role};
 pub use drain::{DrainOutcome, DrainSettings, Drainer};
 pub use email::{Delivery, Emails};
 pub use fulfilment::{Carrier, CarrierError, Fulfilment, FulfilmentSettings, SimulatedCarrier};
@@ -53,6 +53,7 @@ pub struct App {
     fulfil_every: Duration,
     reconcile_every: Duration,
     promote_every: Duration,
+    roles: Vec<Role>,
     shutdown: CancellationToken,
 }
 
@@ -175,6 +176,7 @@ impl App {
             fulfil_every: Duration::from_millis(config.fulfilment_interval_ms),
             reconcile_every: Duration::from_millis(config.reconcile_interval_ms),
             promote_every: Duration::from_millis(config.waitlist_interval_ms),
+            roles: config.roles,
             shutdown,
         })
     }
@@ -187,8 +189,9 @@ impl App {
         self.server.local_addr()
     }
 
-    /// Drains and reconciles until shutdown. A batch in progress is finished (committed, then
-    /// acked) before the loop stops; an unacked message is redelivered to another worker.
+    /// Runs its roles (all of them unless `WORKER_ROLES` says otherwise) until shutdown. A batch
+    /// in progress is finished (committed, then acked) before the loop stops; an unacked
+    /// message is redelivered to another worker.
     ///
     /// # Errors
     /// When the health server fails.
@@ -205,74 +208,106 @@ impl App {
             fulfil_every,
             reconcile_every,
             promote_every,
+            roles,
             shutdown,
         } = self;
-        let stop = shutdown.clone();
-        let mailing = tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                if let Err(err) = emails.run_once().await {
-                    tracing::error!(error.cause_chain = ?err, error.message = %err, "email pass failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
+        let (drainer, payments, emails) = (Arc::new(drainer), Arc::new(payments), Arc::new(emails));
+        let (reconciler, promoter, fulfilment) = (
+            Arc::new(reconciler),
+            Arc::new(promoter),
+            Arc::new(fulfilment),
+        );
+        let mut relay = Some(relay);
+        let mut started: Vec<Role> = Vec::new();
+        let mut tasks = Vec::new();
+        for role in roles {
+            if started.contains(&role) {
+                continue;
             }
-        });
-        let relaying = tokio::spawn(relay.run(shutdown.clone()));
-        let stop = shutdown.clone();
-        let drain = tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                if let Err(err) = drainer.drain_once().await {
-                    tracing::error!(error.cause_chain = ?err, error.message = %err, "drain pass failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+            started.push(role);
+            let stop = shutdown.clone();
+            tasks.push(match role {
+                Role::Drain => {
+                    let drainer = Arc::clone(&drainer);
+                    tokio::spawn(repeat(stop, "drain", move || {
+                        let drainer = Arc::clone(&drainer);
+                        async move { drainer.drain_once().await.map(drop) }
+                    }))
                 }
-            }
-        });
-        let stop = shutdown.clone();
-        let paying = tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                if let Err(err) = payments.run_once().await {
-                    tracing::error!(error.cause_chain = ?err, error.message = %err, "payment pass failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                Role::Relay => match relay.take() {
+                    Some(relay) => tokio::spawn(relay.run(stop)),
+                    None => continue,
+                },
+                Role::Payments => {
+                    let payments = Arc::clone(&payments);
+                    tokio::spawn(repeat(stop, "payment", move || {
+                        let payments = Arc::clone(&payments);
+                        async move { payments.run_once().await.map(drop) }
+                    }))
                 }
-            }
-        });
-        let stop = shutdown.clone();
-        let reconcile = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(reconcile_every);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => if let Err(err) = reconciler.reconcile_once().await {
-                        tracing::error!(error.cause_chain = ?err, error.message = %err, "reconcile pass failed");
-                    },
+                Role::Emails => {
+                    let emails = Arc::clone(&emails);
+                    tokio::spawn(repeat(stop, "email", move || {
+                        let emails = Arc::clone(&emails);
+                        async move { emails.run_once().await.map(drop) }
+                    }))
                 }
-            }
-        });
-        let stop = shutdown.clone();
-        let promote = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(promote_every);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => if let Err(err) = promoter.promote_once().await {
-                        tracing::error!(error.cause_chain = ?err, error.message = %err, "waitlist pass failed");
-                    },
+                Role::Reconciler => {
+                    let reconciler = Arc::clone(&reconciler);
+                    tokio::spawn(every(stop, reconcile_every, "reconcile", move || {
+                        let reconciler = Arc::clone(&reconciler);
+                        async move { reconciler.reconcile_once().await.map(drop) }
+                    }))
                 }
-            }
-        });
-        let stop = shutdown.clone();
-        let fulfil = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(fulfil_every);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => if let Err(err) = fulfilment.advance_once().await {
-                        tracing::error!(error.cause_chain = ?err, error.message = %err, "fulfilment pass failed");
-                    },
+                Role::Waitlist => {
+                    let promoter = Arc::clone(&promoter);
+                    tokio::spawn(every(stop, promote_every, "waitlist", move || {
+                        let promoter = Arc::clone(&promoter);
+                        async move { promoter.promote_once().await.map(drop) }
+                    }))
                 }
-            }
-        });
+                Role::Fulfilment => {
+                    let fulfilment = Arc::clone(&fulfilment);
+                    tokio::spawn(every(stop, fulfil_every, "fulfilment", move || {
+                        let fulfilment = Arc::clone(&fulfilment);
+                        async move { fulfilment.advance_once().await.map(drop) }
+                    }))
+                }
+            });
+        }
         let served = server.run().await;
-        let _ = tokio::join!(drain, reconcile, promote, fulfil, relaying, paying, mailing);
+        futures::future::join_all(tasks).await;
         served
+    }
+}
+
+/// Runs `pass` back to back until `stop`; a failed pass is logged and retried after a pause.
+async fn repeat<F, Fut>(stop: CancellationToken, what: &'static str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    while !stop.is_cancelled() {
+        if let Err(err) = pass().await {
+            tracing::error!(error.cause_chain = ?err, error.message = %err, "{what} pass failed; retrying");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Runs `pass` every `period` until `stop`; a failed pass is logged and the next tick retries.
+async fn every<F, Fut>(stop: CancellationToken, period: Duration, what: &'static str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => if let Err(err) = pass().await {
+                tracing::error!(error.cause_chain = ?err, error.message = %err, "{what} pass failed");
+            },
+        }
     }
 }

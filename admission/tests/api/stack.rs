@@ -36,8 +36,7 @@ pub(crate) struct Services {
 impl Services {
     pub(crate) async fn start(db: &PgPool) -> Self {
         let iso = Isolation::new();
-        let (door, members, catalog) = (free_port(), free_port(), free_port());
-        let door_origin = format!("http://127.0.0.1:{door}");
+        let (members, catalog) = (free_port(), free_port());
         let catalog_origin = format!("http://127.0.0.1:{catalog}");
         let shutdown = CancellationToken::new();
 
@@ -70,6 +69,10 @@ impl Services {
                 .unwrap();
         tokio::spawn(catalog_app.run());
 
+        // Picked just before the door binds it: a port picked earlier can be taken by another
+        // test while the other services start.
+        let door = free_port();
+        let door_origin = format!("http://127.0.0.1:{door}");
         let mut door_config = admission::Config::parse_from(["admission"]);
         door_config.addr = format!("127.0.0.1:{door}").parse().unwrap();
         door_config.redis = iso.redis.clone();

@@ -6,8 +6,24 @@ use uuid::Uuid;
 
 use crate::helpers::Env;
 
-/// Starts the real `workers` binary against this test's database, Redis prefix and streams.
+/// Starts the real `workers` binary against this test's database, Redis prefix and streams,
+/// with every role.
 fn start_worker(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Child {
+    start_worker_as(
+        env,
+        database_url,
+        mail_dir,
+        "drain,relay,payments,emails,reconciler,waitlist,fulfilment",
+    )
+}
+
+/// Starts the real `workers` binary with only `roles` (its `WORKER_ROLES`).
+pub(crate) fn start_worker_as(
+    env: &Env,
+    database_url: &str,
+    mail_dir: &std::path::Path,
+    roles: &str,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_workers"))
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", &env.iso.redis.redis_url)
@@ -21,6 +37,7 @@ fn start_worker(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Ch
         .env("PAYMENT_DECLINE_RATE", "0")
         .env("PAYMENT_TRANSIENT_RATE", "0")
         .env("MAIL_DIR", mail_dir)
+        .env("WORKER_ROLES", roles)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -30,7 +47,7 @@ fn start_worker(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Ch
 }
 
 /// `DATABASE_URL` pointed at this test's own database.
-fn test_database_url(db: &PgPool) -> String {
+pub(crate) fn test_database_url(db: &PgPool) -> String {
     let server = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let base = server.split('?').next().unwrap_or_default();

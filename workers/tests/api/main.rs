@@ -13,3 +13,4 @@ mod helpers;
 mod outbox;
 mod payment;
 mod reconciler;
+mod roles;
