@@ -4,6 +4,11 @@ use admission::{App, Config};
 use anyhow::Context;
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: every request allocates small buffers on both cores at
+/// once, and glibc's allocator took about a fifth of the door's CPU in a 50,000-buyer stampede.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

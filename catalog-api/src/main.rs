@@ -2,6 +2,11 @@
 
 use anyhow::Context;
 use catalog_api::{App, Config};
+
+/// mimalloc rather than glibc's malloc, as in every service: faster small allocations on both
+/// cores at once (glibc's took a fifth of the front door's CPU under a stampede).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 #[tokio::main]

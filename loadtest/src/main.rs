@@ -3,6 +3,11 @@
 use clap::Parser;
 use loadtest::{auth_bench, check, door_bench, drain_bench, shop, spike, summary};
 
+/// mimalloc, as in the services: the load generator shares the cores with what it measures,
+/// so every cycle it saves goes to the services.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load tests and benchmarks against a running stack.
 #[derive(Parser)]
 #[command(name = "loadtest")]

@@ -4,6 +4,11 @@ use anyhow::Context;
 use clap::Parser;
 use workers::{App, Config};
 
+/// mimalloc rather than glibc's malloc, as in every service: faster small allocations on both
+/// cores at once (glibc's took a fifth of the front door's CPU under a stampede).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -6,10 +6,7 @@
 use std::{net::IpAddr, num::NonZeroU32};
 
 use flash_core::ApiError;
-use governor::{
-    DefaultKeyedRateLimiter, Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
 use super::RouteGroup;
 use crate::config::GatewayArgs;
@@ -52,7 +49,7 @@ impl RouteLimits {
             metrics::counter!("flash_admission_gateway_rate_limited_total", "group" => group.name())
                 .increment(1);
             ApiError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(limit.clock().now()),
             }
         })
     }
