@@ -38,14 +38,11 @@ pub struct DrainArgs {
     /// The workers binary to start.
     #[arg(long, default_value = "target/release/workers")]
     workers_bin: PathBuf,
-    /// What the started workers do (their `WORKER_ROLES`): all of it by default, so payments
-    /// and mail compete with the drain as in a one-process deployment; `drain` measures the
-    /// drain alone, as when payments and mail run on processes of their own.
-    #[arg(
-        long,
-        default_value = "drain,relay,payments,emails,reconciler,waitlist,fulfilment"
-    )]
-    worker_roles: String,
+    /// What the started workers do (their `WORKER_ROLES`). Unset, they do everything, so
+    /// payments and mail compete with the drain as in a one-process deployment; `drain`
+    /// measures the drain alone, as when payments and mail run on processes of their own.
+    #[arg(long)]
+    worker_roles: Option<String>,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 180)]
     run_timeout_secs: u64,
@@ -267,7 +264,11 @@ fn start_worker(
     id: &str,
     batch: usize,
 ) -> anyhow::Result<tokio::process::Child> {
-    tokio::process::Command::new(&args.workers_bin)
+    let mut command = tokio::process::Command::new(&args.workers_bin);
+    if let Some(roles) = &args.worker_roles {
+        command.env("WORKER_ROLES", roles);
+    }
+    command
         .env("DATABASE_URL", url)
         .env("REDIS_URL", &args.redis.redis_url)
         .env("REDIS_KEY_PREFIX", format!("bench:{id}:"))
@@ -277,7 +278,6 @@ fn start_worker(
         .env("NATS_JOBS_STREAM", &nats.nats_jobs_stream)
         .env("WORKERS_ADDR", "127.0.0.1:0")
         .env("DRAIN_BATCH_SIZE", batch.to_string())
-        .env("WORKER_ROLES", &args.worker_roles)
         .env(
             "MAIL_DIR",
             std::env::temp_dir().join(format!("bench-mail-{id}")),

@@ -18,7 +18,7 @@ mod payment;
 mod reconciler;
 mod waitlist;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use flash_core::{
     http::{Readiness, Server},
@@ -211,69 +211,52 @@ impl App {
             roles,
             shutdown,
         } = self;
-        let (drainer, payments, emails) = (Arc::new(drainer), Arc::new(payments), Arc::new(emails));
-        let (reconciler, promoter, fulfilment) = (
-            Arc::new(reconciler),
-            Arc::new(promoter),
-            Arc::new(fulfilment),
-        );
-        let mut relay = Some(relay);
-        let mut started: Vec<Role> = Vec::new();
+        let runs = |role| roles.contains(&role);
         let mut tasks = Vec::new();
-        for role in roles {
-            if started.contains(&role) {
-                continue;
-            }
-            started.push(role);
+        if runs(Role::Drain) {
             let stop = shutdown.clone();
-            tasks.push(match role {
-                Role::Drain => {
-                    let drainer = Arc::clone(&drainer);
-                    tokio::spawn(repeat(stop, "drain", move || {
-                        let drainer = Arc::clone(&drainer);
-                        async move { drainer.drain_once().await.map(drop) }
-                    }))
-                }
-                Role::Relay => match relay.take() {
-                    Some(relay) => tokio::spawn(relay.run(stop)),
-                    None => continue,
-                },
-                Role::Payments => {
-                    let payments = Arc::clone(&payments);
-                    tokio::spawn(repeat(stop, "payment", move || {
-                        let payments = Arc::clone(&payments);
-                        async move { payments.run_once().await.map(drop) }
-                    }))
-                }
-                Role::Emails => {
-                    let emails = Arc::clone(&emails);
-                    tokio::spawn(repeat(stop, "email", move || {
-                        let emails = Arc::clone(&emails);
-                        async move { emails.run_once().await.map(drop) }
-                    }))
-                }
-                Role::Reconciler => {
-                    let reconciler = Arc::clone(&reconciler);
-                    tokio::spawn(every(stop, reconcile_every, "reconcile", move || {
-                        let reconciler = Arc::clone(&reconciler);
-                        async move { reconciler.reconcile_once().await.map(drop) }
-                    }))
-                }
-                Role::Waitlist => {
-                    let promoter = Arc::clone(&promoter);
-                    tokio::spawn(every(stop, promote_every, "waitlist", move || {
-                        let promoter = Arc::clone(&promoter);
-                        async move { promoter.promote_once().await.map(drop) }
-                    }))
-                }
-                Role::Fulfilment => {
-                    let fulfilment = Arc::clone(&fulfilment);
-                    tokio::spawn(every(stop, fulfil_every, "fulfilment", move || {
-                        let fulfilment = Arc::clone(&fulfilment);
-                        async move { fulfilment.advance_once().await.map(drop) }
-                    }))
-                }
-            });
+            tasks.push(tokio::spawn(async move {
+                repeat(&stop, "drain", || drainer.drain_once()).await;
+            }));
+        }
+        if runs(Role::Relay) {
+            tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        }
+        if runs(Role::Payments) {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                repeat(&stop, "payment", || payments.run_once()).await;
+            }));
+        }
+        if runs(Role::Emails) {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                repeat(&stop, "email", || emails.run_once()).await;
+            }));
+        }
+        if runs(Role::Reconciler) {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                every(&stop, reconcile_every, "reconcile", || {
+                    reconciler.reconcile_once()
+                })
+                .await;
+            }));
+        }
+        if runs(Role::Waitlist) {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                every(&stop, promote_every, "waitlist", || promoter.promote_once()).await;
+            }));
+        }
+        if runs(Role::Fulfilment) {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                every(&stop, fulfil_every, "fulfilment", || {
+                    fulfilment.advance_once()
+                })
+                .await;
+            }));
         }
         let served = server.run().await;
         futures::future::join_all(tasks).await;
@@ -282,10 +265,10 @@ impl App {
 }
 
 /// Runs `pass` back to back until `stop`; a failed pass is logged and retried after a pause.
-async fn repeat<F, Fut>(stop: CancellationToken, what: &'static str, mut pass: F)
+async fn repeat<F, Fut, T>(stop: &CancellationToken, what: &'static str, mut pass: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<T>>,
 {
     while !stop.is_cancelled() {
         if let Err(err) = pass().await {
@@ -296,10 +279,14 @@ where
 }
 
 /// Runs `pass` every `period` until `stop`; a failed pass is logged and the next tick retries.
-async fn every<F, Fut>(stop: CancellationToken, period: Duration, what: &'static str, mut pass: F)
-where
+async fn every<F, Fut, T>(
+    stop: &CancellationToken,
+    period: Duration,
+    what: &'static str,
+    mut pass: F,
+) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<T>>,
 {
     let mut tick = tokio::time::interval(period);
     loop {

@@ -7,14 +7,11 @@ use uuid::Uuid;
 use crate::helpers::Env;
 
 /// Starts the real `workers` binary against this test's database, Redis prefix and streams,
-/// with every role.
+/// with every role (the binary's default).
 fn start_worker(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Child {
-    start_worker_as(
-        env,
-        database_url,
-        mail_dir,
-        "drain,relay,payments,emails,reconciler,waitlist,fulfilment",
-    )
+    worker_command(env, database_url, mail_dir)
+        .spawn()
+        .expect("the workers binary starts")
 }
 
 /// Starts the real `workers` binary with only `roles` (its `WORKER_ROLES`).
@@ -24,7 +21,15 @@ pub(crate) fn start_worker_as(
     mail_dir: &std::path::Path,
     roles: &str,
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_workers"))
+    worker_command(env, database_url, mail_dir)
+        .env("WORKER_ROLES", roles)
+        .spawn()
+        .expect("the workers binary starts")
+}
+
+fn worker_command(env: &Env, database_url: &str, mail_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
+    command
         .env("DATABASE_URL", database_url)
         .env("REDIS_URL", &env.iso.redis.redis_url)
         .env("REDIS_KEY_PREFIX", &env.iso.redis.redis_key_prefix)
@@ -37,13 +42,11 @@ pub(crate) fn start_worker_as(
         .env("PAYMENT_DECLINE_RATE", "0")
         .env("PAYMENT_TRANSIENT_RATE", "0")
         .env("MAIL_DIR", mail_dir)
-        .env("WORKER_ROLES", roles)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the workers binary starts")
+        .kill_on_drop(true);
+    command
 }
 
 /// `DATABASE_URL` pointed at this test's own database.
