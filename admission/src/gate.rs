@@ -230,6 +230,34 @@ impl Gate {
         Ok(parse_entry(&reply))
     }
 
+    /// The ticket `member` holds in `sale`, if Redis knows one: the waiting room asks on
+    /// arrival, so a buyer who reloads the page finds their place again.
+    pub(crate) async fn member_ticket(
+        &self,
+        sale: Uuid,
+        member: MemberId,
+    ) -> redis::RedisResult<Option<Uuid>> {
+        let mut conn = self.redis.clone();
+        let ticket: Option<String> = redis::cmd("GET")
+            .arg(self.keys.member_ticket(sale, member.get()))
+            .query_async(&mut conn)
+            .await?;
+        let ticket = ticket.and_then(|t| t.parse::<Uuid>().ok());
+        if let Some(ticket) = ticket {
+            self.remember_sale(ticket, sale);
+        }
+        Ok(ticket)
+    }
+
+    /// When `sale` opens, if Redis holds its metadata (remembered like the paused flag).
+    pub(crate) async fn starts_at(&self, sale: Uuid) -> redis::RedisResult<Option<DateTime<Utc>>> {
+        Ok(self
+            .sale_flags(sale)
+            .await?
+            .starts_at
+            .and_then(DateTime::from_timestamp_millis))
+    }
+
     /// Records which sale a new ticket belongs to, so `GET /tickets/{id}` can find it.
     pub(crate) async fn index(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<()> {
         self.remember_sale(ticket, sale);

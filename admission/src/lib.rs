@@ -90,7 +90,7 @@ impl App {
             &config.http,
             client_address.clone(),
         )?);
-        let state = http::AppState {
+        let state = http::AppState::new(http::Shared {
             db: pool.clone(),
             auth: Arc::new(authenticator(
                 verifier,
@@ -104,7 +104,7 @@ impl App {
             long_poll_max_secs: config.long_poll_max_secs,
             client_address,
             waiting_room: http::waiting_room_page()?,
-        };
+        });
         let readiness = Readiness::new(shutdown.clone())
             .with_pg(pool)
             .with_redis(redis)

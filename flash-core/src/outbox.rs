@@ -43,24 +43,60 @@ pub struct OrderFacts {
 pub async fn email_buyer(
     conn: &mut PgConnection,
     order: Uuid,
-    message: impl FnOnce(OrderFacts) -> EmailMessage,
+    message: impl Fn(OrderFacts) -> EmailMessage,
 ) -> sqlx::Result<()> {
-    let (member, to, total_cents, currency): (Uuid, String, i64, String) = sqlx::query_as(
-        "select m.member_id, m.email, o.total_cents, o.currency
-         from orders o join members m using (member_id) where o.order_id = $1",
+    if email_buyers(conn, &[order], message).await? == 0 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    Ok(())
+}
+
+/// Queues an email about each of `orders` to its buyer, inside the caller's transaction: one
+/// read and one insert for the whole batch, so a batch of payments costs two statements, not
+/// two per order. Returns how many were queued (orders that do not exist get none).
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn email_buyers(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+    message: impl Fn(OrderFacts) -> EmailMessage,
+) -> sqlx::Result<usize> {
+    if orders.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<(Uuid, Uuid, String, i64, String)> = sqlx::query_as(
+        "select o.order_id, m.member_id, m.email, o.total_cents, o.currency
+         from orders o join members m using (member_id) where o.order_id = any($1)
+         order by o.order_id",
     )
-    .bind(order)
-    .fetch_one(&mut *conn)
+    .bind(orders)
+    .fetch_all(&mut *conn)
     .await?;
-    let job = EmailJob {
-        email_id: Uuid::now_v7(),
-        member_id: Some(member.into()),
-        to,
-        message: message(OrderFacts {
-            order_id: order,
-            total_cents,
-            currency,
-        }),
-    };
-    enqueue(conn, EmailJob::SUBJECT, &job).await
+    let jobs: Vec<Json<EmailJob>> = rows
+        .into_iter()
+        .map(|(order_id, member, to, total_cents, currency)| {
+            Json(EmailJob {
+                email_id: Uuid::now_v7(),
+                member_id: Some(member.into()),
+                to,
+                message: message(OrderFacts {
+                    order_id,
+                    total_cents,
+                    currency,
+                }),
+            })
+        })
+        .collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "insert into outbox (outbox_id, subject, payload)
+         select id, $2, payload from unnest($1::uuid[], $3::jsonb[]) as t(id, payload)",
+    )
+    .bind(&ids)
+    .bind(EmailJob::SUBJECT)
+    .bind(&jobs)
+    .execute(conn)
+    .await?;
+    Ok(jobs.len())
 }

@@ -226,6 +226,21 @@ pub async fn settle_ticket(
     ticket: Uuid,
     status: &str,
 ) -> redis::RedisResult<()> {
+    settle_tickets(redis, keys, &[(sale, ticket, status)]).await
+}
+
+/// [`settle_ticket`] for a batch of `(sale, ticket, status)`, in one round trip.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn settle_tickets(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    settled: &[(Uuid, Uuid, &str)],
+) -> redis::RedisResult<()> {
+    if settled.is_empty() {
+        return Ok(());
+    }
     let script = redis::Script::new(
         "local s = redis.call('HGET', KEYS[1], 'status')
          if s == 'ordered' or (s == 'paid' and ARGV[1] == 'cancelled') then
@@ -233,12 +248,14 @@ pub async fn settle_ticket(
          end
          return 0",
     );
+    let mut pipe = redis::pipe();
+    pipe.load_script(&script).ignore();
+    for (sale, ticket, status) in settled {
+        pipe.invoke_script(script.key(keys.ticket(*sale, *ticket)).arg(*status))
+            .ignore();
+    }
     let mut conn = redis.clone();
-    script
-        .key(keys.ticket(sale, ticket))
-        .arg(status)
-        .invoke_async(&mut conn)
-        .await
+    pipe.query_async(&mut conn).await
 }
 
 /// KEYS: ticket, the sale's promoting set. ARGV: ticket id. Confirms a ticket handed a unit

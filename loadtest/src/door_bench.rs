@@ -2,8 +2,10 @@
 //!
 //! Mints real EdDSA access tokens with the dev private key for synthetic buyers (admission
 //! verifies tokens and never looks members up, so no member rows are needed), arms a sale in
-//! Redis through the same `flash_core::sale_gate::arm` catalog-api uses, fires every buyer's
-//! entry over C connections, then polls the tickets. Afterwards it removes what it queued (the
+//! Redis through the same `flash_core::sale_gate::arm` catalog-api uses, has every buyer open
+//! the waiting room before the start (`GET /sales/{id}/tickets/mine`, as the page does; the
+//! door verifies the token then, not in the rush; `--cold` skips this), opens the sale, fires
+//! every buyer's entry over C connections, then polls the tickets. Afterwards it removes what it queued (the
 //! sale's messages and keys), so no worker ever sees the synthetic tickets.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -16,12 +18,15 @@ use flash_core::{
     redis::Keys,
     sale_gate::{self, Arm, SaleMeta},
 };
-use serde::Serialize;
-use serde_json::Value;
+use http::Method;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::measure::{Summary, print_table, run_batch};
+use crate::{
+    connections::{Answer, Connections},
+    measure::{Summary, print_table, run_batch},
+};
 
 /// Options of the front-door benchmark.
 #[derive(clap::Args)]
@@ -41,6 +46,10 @@ pub struct DoorArgs {
     /// Connections (requests in flight).
     #[arg(long, default_value_t = 256)]
     connections: usize,
+    /// Skip the arrival: the door sees each token for the first time at the entry (as if no
+    /// buyer had the waiting room open before the start), so every entry pays the EdDSA verify.
+    #[arg(long)]
+    cold: bool,
     /// Key and claims the buyers' tokens are minted with.
     #[command(flatten)]
     pub mint: crate::seed::MintArgs,
@@ -83,22 +92,40 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
     let keys = Keys::new(&args.redis.redis_key_prefix);
     let sale = Uuid::now_v7();
     let now = Utc::now();
-    let meta = SaleMeta::open(
-        now - chrono::Duration::seconds(1),
+    // Upcoming while the buyers arrive; the start moves to now once they are all there.
+    let mut meta = SaleMeta::open(
         now + chrono::Duration::hours(1),
+        now + chrono::Duration::hours(2),
         1,
     );
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let base = args.admission_url.trim_end_matches('/').to_owned();
+    let door = Connections::to(&args.admission_url, args.connections).await?;
     let deadline = Duration::from_secs(args.phase_timeout_secs);
     let tickets: Arc<Mutex<Vec<(usize, String)>>> =
         Arc::new(Mutex::new(Vec::with_capacity(args.buyers)));
 
+    let mut phases = Vec::new();
+    let mine = format!("/sales/{sale}/tickets/mine");
+    if !args.cold {
+        eprintln!("{} buyers open the waiting room ...", args.buyers);
+        phases.push(
+            run_batch(
+                "GET /sales/{id}/tickets/mine (arrival)",
+                args.buyers,
+                args.connections,
+                deadline,
+                |i| {
+                    let (door, mine, token) = (&door, &mine, &tokens[i]);
+                    async move { status(door.send(Method::GET, mine, token).await) }
+                },
+            )
+            .await,
+        );
+    }
+    meta.starts_at = Utc::now() - chrono::Duration::seconds(1);
+    sale_gate::write_meta(&redis, &keys, sale, &meta).await?;
+    let enter = format!("/sales/{sale}/tickets");
     eprintln!(
         "{} entries over {} connections into sale {sale} ({} units) ...",
         args.buyers, args.connections, args.units
@@ -109,21 +136,19 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         args.connections,
         deadline,
         |i| {
-            let request = client
-                .post(format!("{base}/sales/{sale}/tickets"))
-                .bearer_auth(&tokens[i]);
+            let (door, enter, token) = (&door, &enter, &tokens[i]);
             let tickets = Arc::clone(&tickets);
             async move {
-                let Ok(response) = request.send().await else {
+                let Ok(answer) = door.send(Method::POST, enter, token).await else {
                     return 0;
                 };
-                let status = response.status().as_u16();
-                if let Ok(body) = response.json::<Value>().await
-                    && let Some(ticket) = body["ticket_id"].as_str()
+                if let Ok(Issued {
+                    ticket_id: Some(ticket),
+                }) = serde_json::from_slice(&answer.body)
                 {
-                    tickets.lock().await.push((i, ticket.to_owned()));
+                    tickets.lock().await.push((i, ticket));
                 }
-                status
+                answer.status
             }
         },
     )
@@ -142,10 +167,9 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
                 deadline,
                 |i| {
                     let (buyer, ticket) = &issued[i % issued.len()];
-                    let request = client
-                        .get(format!("{base}/tickets/{ticket}"))
-                        .bearer_auth(&tokens[*buyer]);
-                    async move { request.send().await.map_or(0, |r| r.status().as_u16()) }
+                    let (door, token) = (&door, &tokens[*buyer]);
+                    let path = format!("/tickets/{ticket}");
+                    async move { status(door.send(Method::GET, &path, token).await) }
                 },
             )
             .await,
@@ -153,7 +177,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
     };
 
     clean_up(&args, &redis, &keys, sale, &issued).await?;
-    let mut phases = vec![entries];
+    phases.push(entries);
     phases.extend(polls);
     print_table(&phases);
     if let Some(path) = &args.json {
@@ -167,6 +191,17 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// What the door's answer to an entry says, as far as the benchmark cares.
+#[derive(Deserialize)]
+struct Issued {
+    ticket_id: Option<String>,
+}
+
+/// The HTTP status of an exchange, 0 when it broke off.
+fn status(answer: anyhow::Result<Answer>) -> u16 {
+    answer.map_or(0, |a| a.status)
 }
 
 /// Removes the synthetic sale: its queued messages and its Redis keys.

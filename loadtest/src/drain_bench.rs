@@ -64,6 +64,9 @@ struct Run {
     orders: i64,
     seconds: f64,
     orders_per_second: f64,
+    /// Orders paid or cancelled per second, first order to last settlement (when the workers
+    /// run payments).
+    settled_per_second: Option<f64>,
 }
 
 /// Runs the drain benchmark and prints its table.
@@ -82,13 +85,19 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:>9} {:>6} {:>8} {:>9} {:>10}",
-        "processes", "batch", "orders", "seconds", "orders/s"
+        "{:>9} {:>6} {:>8} {:>9} {:>10} {:>10}",
+        "processes", "batch", "orders", "seconds", "orders/s", "settled/s"
     );
     for run in &runs {
         println!(
-            "{:>9} {:>6} {:>8} {:>9.2} {:>10.0}",
-            run.processes, run.batch_size, run.orders, run.seconds, run.orders_per_second
+            "{:>9} {:>6} {:>8} {:>9.2} {:>10.0} {:>10}",
+            run.processes,
+            run.batch_size,
+            run.orders,
+            run.seconds,
+            run.orders_per_second,
+            run.settled_per_second
+                .map_or("-".to_owned(), |r| format!("{r:.0}"))
         );
     }
     if let Some(path) = &args.json {
@@ -146,6 +155,15 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
         let seconds = span
             .filter(|s| *s > 0.0)
             .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        let pays = args
+            .worker_roles
+            .as_deref()
+            .is_none_or(|roles| roles.split(',').any(|r| r.trim() == "payments"));
+        let settled_per_second = if pays {
+            settle_rate(&db, orders, deadline).await?
+        } else {
+            None
+        };
         for mut child in children {
             child.kill().await.ok();
         }
@@ -166,6 +184,7 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
             orders,
             seconds,
             orders_per_second,
+            settled_per_second,
         })
     }
     .await;
@@ -177,6 +196,31 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
     .await?;
     clear_redis(&args.redis, &id).await?;
     outcome
+}
+
+/// Waits until every order is paid or cancelled; returns how many settled per second from
+/// the first order to the last settlement, or `None` when `deadline` came first.
+async fn settle_rate(db: &PgPool, orders: i64, deadline: Instant) -> anyhow::Result<Option<f64>> {
+    loop {
+        let settled: i64 =
+            sqlx::query_scalar("select count(*) from orders where status <> 'pending_payment'")
+                .fetch_one(db)
+                .await?;
+        if settled >= orders {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let span: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from max(status_changed_at) - min(created_at))::float8 from orders",
+    )
+    .fetch_one(db)
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(span.filter(|s| *s > 0.0).map(|s| orders as f64 / s))
 }
 
 /// `url` with its database replaced.

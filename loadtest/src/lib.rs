@@ -6,6 +6,7 @@
 
 pub mod auth_bench;
 pub mod check;
+mod connections;
 pub mod door_bench;
 pub mod drain_bench;
 pub mod fairness;

@@ -25,6 +25,7 @@ use flash_core::{
     domain::Role,
     redis::Keys,
 };
+use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -34,6 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     check::{CheckReport, check_sale},
+    connections::Connections,
     fairness::{self, Arrival, Fairness},
     measure::{Summary, print_table, run_batch},
     seed::{self, Buyer},
@@ -58,9 +60,14 @@ pub struct SpikeArgs {
     /// Connections (requests in flight).
     #[arg(long, default_value_t = 256)]
     pub connections: usize,
-    /// Seconds from creating the sale until it opens.
+    /// Seconds from creating the sale until it opens; the buyers arrive in the waiting room
+    /// in between, so give large runs enough (about a second per 5,000 buyers).
     #[arg(long, default_value_t = 3)]
     pub start_in_secs: u64,
+    /// Skip the arrival: no buyer has the waiting room open before the start, so the door
+    /// sees every token for the first time in the rush and verifies it there.
+    #[arg(long)]
+    pub cold: bool,
     /// Spread the entries over this many seconds instead of firing them all at once.
     #[arg(long, default_value_t = 0.0)]
     pub ramp_secs: f64,
@@ -127,6 +134,8 @@ pub struct Plan {
     pub baseline: bool,
     /// Half the buyers enter a pre-queue before the start.
     pub prequeue: bool,
+    /// Buyers open the waiting room (`GET /sales/{id}/tickets/mine`) before the start.
+    pub arrive: bool,
     /// Draw progress bars.
     pub progress: bool,
 }
@@ -150,6 +159,7 @@ impl TryFrom<&SpikeArgs> for Plan {
             settle_timeout: Duration::from_secs(args.settle_timeout_secs),
             baseline: args.baseline,
             prequeue: args.prequeue,
+            arrive: !args.cold,
             progress: !args.quiet,
         })
     }
@@ -164,6 +174,8 @@ pub struct SpikeReport {
     pub buyers: usize,
     /// Units on sale.
     pub units: i64,
+    /// The buyers opening the waiting room before the start (absent with `--cold`).
+    pub arrivals: Option<Summary>,
     /// The entries: throughput, latency, statuses.
     pub entries: Summary,
     /// Ticket polls sent.
@@ -221,6 +233,9 @@ impl SpikeReport {
         let mut rows = vec![&self.entries];
         if let Some(p) = &self.prequeue_entries {
             rows.insert(0, p);
+        }
+        if let Some(a) = &self.arrivals {
+            rows.insert(0, a);
         }
         if let Some(b) = &self.baseline {
             rows.push(&b.orders);
@@ -330,6 +345,7 @@ pub async fn run_with(
         catalog: plan.catalog_url.clone(),
         admin: admin.token.clone(),
     };
+    let door = Connections::to(&plan.admission_url, plan.connections).await?;
     let product = shop.product(&run_tag, plan.units).await?;
     let starts_at = Utc::now() + chrono::Duration::from_std(plan.start_in)?;
     // The pre-queue is open from creation until the start.
@@ -350,10 +366,24 @@ pub async fn run_with(
         finals: bar(&bars, plan.buyers, "final  "),
         ordered: bar(&bars, usize::try_from(plan.units).unwrap_or(0), "orders "),
     };
+    let waiting_room = if plan.arrive {
+        say(format!("{} buyers open the waiting room ...", plan.buyers));
+        let summary = arrive_all(&door, plan, sale, &buyers).await;
+        let late = Utc::now() - starts_at;
+        if late > chrono::Duration::zero() {
+            say(format!(
+                "warning: the buyers were still arriving {} ms after the start; give --start-in-secs more",
+                late.num_milliseconds()
+            ));
+        }
+        Some(summary)
+    } else {
+        None
+    };
     let early = if plan.prequeue { plan.buyers / 2 } else { 0 };
     let (prequeue_entries, mut queued) = if plan.prequeue {
         let (summary, queued, _) = enter_all(
-            &client,
+            &door,
             plan,
             sale,
             &buyers,
@@ -374,7 +404,7 @@ pub async fn run_with(
     let start = Instant::now();
     let arrivals: Mutex<Vec<Arrival>> = Mutex::default();
     let (entries, arrived, at_once) = enter_all(
-        &client,
+        &door,
         plan,
         sale,
         &buyers,
@@ -443,6 +473,7 @@ pub async fn run_with(
         sale_id: sale,
         buyers: plan.buyers,
         units: plan.units,
+        arrivals: waiting_room,
         entries,
         polls: poll_count.load(Ordering::Relaxed),
         polls_per_second,
@@ -551,7 +582,7 @@ type Queued = (usize, Uuid, u64);
 /// tickets final at once. With `arrivals`, each ticket's send and answer times are recorded.
 #[allow(clippy::too_many_arguments)]
 async fn enter_all(
-    client: &reqwest::Client,
+    door: &Connections,
     plan: &Plan,
     sale: Uuid,
     buyers: &Arc<Vec<Buyer>>,
@@ -564,6 +595,7 @@ async fn enter_all(
     let done: Arc<Mutex<AtOnce>> = Arc::default();
     let spread = plan.ramp.as_secs_f64() / who.len().max(1) as f64;
     let first = who.start;
+    let path = format!("/sales/{sale}/tickets");
     let summary = run_batch(
         "POST /sales/{id}/tickets",
         who.len(),
@@ -571,9 +603,7 @@ async fn enter_all(
         plan.timeout,
         |n| {
             let i = first + n;
-            let request = client
-                .post(format!("{}/sales/{sale}/tickets", plan.admission_url))
-                .bearer_auth(&buyers[i].token);
+            let (path, token) = (&path, &buyers[i].token);
             let (queued, done) = (Arc::clone(&queued), Arc::clone(&done));
             async move {
                 if spread > 0.0 {
@@ -583,12 +613,12 @@ async fn enter_all(
                     .await;
                 }
                 let sent_ms = start.elapsed().as_secs_f64() * 1000.0;
-                let Ok(response) = request.send().await else {
+                let Ok(answer) = door.send(Method::POST, path, token).await else {
                     progress.entered.inc(1);
                     return 0;
                 };
-                let status = response.status().as_u16();
-                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let status = answer.status;
+                let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
                 progress.entered.inc(1);
                 let ticket = body["ticket_id"].as_str().and_then(|t| t.parse().ok());
                 if let (Some(arrivals), Some(ticket)) = (arrivals, ticket) {
@@ -627,6 +657,32 @@ async fn enter_all(
     let queued = std::mem::take(&mut *queued.lock().await);
     let at_once = std::mem::take(&mut *done.lock().await);
     (summary, queued, at_once)
+}
+
+/// Has every buyer open the waiting room: the page asks for the buyer's ticket in the sale
+/// (none yet, 404), which is also when the door verifies their token.
+async fn arrive_all(
+    door: &Connections,
+    plan: &Plan,
+    sale: Uuid,
+    buyers: &Arc<Vec<Buyer>>,
+) -> Summary {
+    let path = format!("/sales/{sale}/tickets/mine");
+    run_batch(
+        "GET /sales/{id}/tickets/mine (arrival)",
+        buyers.len(),
+        plan.connections,
+        plan.timeout,
+        |i| {
+            let (path, token) = (&path, &buyers[i].token);
+            async move {
+                door.send(Method::GET, path, token)
+                    .await
+                    .map_or(0, |a| a.status)
+            }
+        },
+    )
+    .await
 }
 
 /// Follows every queued ticket to its end, at most `connections` requests in flight. Each

@@ -98,24 +98,42 @@ impl Emails {
         })
     }
 
-    /// Runs one batch of email jobs; returns how many were taken.
+    /// Runs one batch of email jobs; returns how many were taken. The batch is recorded in one
+    /// statement and its sent mails marked in another, whatever its size; the mails themselves
+    /// go out concurrently.
     ///
     /// # Errors
-    /// When NATS fails.
+    /// When NATS fails; when PostgreSQL fails the whole batch is retried.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let messages =
             flash_core::nats::fetch_batch(&self.consumer, 64, Duration::from_millis(200)).await?;
-        for message in &messages {
-            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-            let ack = match self.handle(&message.payload, delivered).await {
-                Ok(()) => AckKind::Ack,
-                Err(err) => {
-                    tracing::warn!(error.cause_chain = ?err, error.message = %err, "email job failed; it will be retried");
-                    // Back off: 1 s, 2 s, 4 s, … capped at a minute.
-                    let wait = Duration::from_secs(1 << delivered.clamp(0, 6));
-                    AckKind::Nak(Some(wait))
+        let mut jobs = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            match serde_json::from_slice::<EmailJob>(&message.payload) {
+                Ok(job) => jobs.push((i, job)),
+                Err(err) => tracing::error!(error = %err, "unreadable email job dropped"),
+            }
+        }
+        let mut acks = vec![AckKind::Ack; messages.len()];
+        let backoff = |i: usize| {
+            let delivered = messages[i].info().map(|i| i.delivered).unwrap_or(1);
+            // Back off: 1 s, 2 s, 4 s, … capped at a minute.
+            AckKind::Nak(Some(Duration::from_secs(1 << delivered.clamp(0, 6))))
+        };
+        match self.handle_all(&messages, &jobs).await {
+            Ok(failed) => {
+                for i in failed {
+                    acks[i] = backoff(i);
                 }
-            };
+            }
+            Err(err) => {
+                tracing::warn!(error.cause_chain = ?err, error.message = %err, emails = jobs.len(), "a batch of email jobs failed; it will be retried");
+                for (i, _) in &jobs {
+                    acks[*i] = backoff(*i);
+                }
+            }
+        }
+        for (message, ack) in messages.iter().zip(acks) {
             message
                 .ack_with(ack)
                 .await
@@ -124,74 +142,126 @@ impl Emails {
         Ok(messages.len())
     }
 
-    async fn handle(&self, payload: &[u8], delivered: i64) -> anyhow::Result<()> {
-        let job: EmailJob = match serde_json::from_slice(payload) {
-            Ok(job) => job,
-            Err(err) => {
-                tracing::error!(error = %err, "unreadable email job dropped");
-                return Ok(());
-            }
-        };
-        let (kind, subject, body) = render(&job.message);
+    /// Records, delivers and marks a batch of emails; returns the places (in `messages`) of
+    /// the jobs to retry.
+    async fn handle_all(
+        &self,
+        messages: &[jetstream::Message],
+        jobs: &[(usize, EmailJob)],
+    ) -> anyhow::Result<Vec<usize>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rendered: Vec<_> = jobs.iter().map(|(_, job)| render(&job.message)).collect();
         // INVARIANT: each email is recorded once and sent at most once.
         sqlx::query(
-            "insert into emails (email_id, member_id, to_address, kind, subject) values ($1, $2, $3, $4, $5)
+            "insert into emails (email_id, member_id, to_address, kind, subject)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
              on conflict (email_id) do nothing",
         )
-        .bind(job.email_id)
-        .bind(job.member_id)
-        .bind(&job.to)
-        .bind(kind)
-        .bind(&subject)
+        .bind(jobs.iter().map(|(_, j)| j.email_id).collect::<Vec<_>>())
+        .bind(
+            jobs.iter()
+                .map(|(_, j)| j.member_id.map(|m| m.get()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(jobs.iter().map(|(_, j)| j.to.as_str()).collect::<Vec<_>>())
+        .bind(
+            rendered
+                .iter()
+                .map(|(kind, _, _)| *kind)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rendered
+                .iter()
+                .map(|(_, subject, _)| subject.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(&self.db)
         .await?;
-        let status: String = sqlx::query_scalar("select status from emails where email_id = $1")
-            .bind(job.email_id)
-            .fetch_one(&self.db)
-            .await?;
-        if status != "pending" {
-            return Ok(());
+        let pending: Vec<Uuid> = sqlx::query_scalar(
+            "select email_id from emails where email_id = any($1) and status = 'pending'",
+        )
+        .bind(jobs.iter().map(|(_, j)| j.email_id).collect::<Vec<_>>())
+        .fetch_all(&self.db)
+        .await?;
+        // A job the batch holds twice is sent once.
+        let mut to_send: Vec<(usize, &EmailJob, &(&str, String, String))> = Vec::new();
+        for ((i, job), rendered) in jobs.iter().zip(&rendered) {
+            if pending.contains(&job.email_id)
+                && !to_send.iter().any(|(_, j, _)| j.email_id == job.email_id)
+            {
+                to_send.push((*i, job, rendered));
+            }
         }
-        let message = format!(
+        let delivered = futures::future::join_all(to_send.iter().map(|(_, job, rendered)| {
+            let (_, subject, body) = rendered;
+            let message = self.compose(job, subject, body);
+            async move {
+                self.deliver(&job.email_id.to_string(), &job.to, &message)
+                    .await
+            }
+        }))
+        .await;
+        let mut sent = Vec::new();
+        let mut retry = Vec::new();
+        for ((i, job, _), outcome) in to_send.iter().zip(delivered) {
+            match outcome {
+                Ok(()) => sent.push(job.email_id),
+                Err(err) => {
+                    let tries = messages[*i].info().map(|i| i.delivered).unwrap_or(1);
+                    if self.give_up(job.email_id, tries, &err).await? {
+                        continue;
+                    }
+                    tracing::warn!(error.cause_chain = ?err, error.message = %err, email_id = %job.email_id, "delivering an email failed; it will be retried");
+                    retry.push(*i);
+                }
+            }
+        }
+        sqlx::query(
+            "update emails set status = 'sent', sent_at = now(), attempts = attempts + 1
+             where email_id = any($1) and status = 'pending'",
+        )
+        .bind(&sent)
+        .execute(&self.db)
+        .await?;
+        metrics::counter!("flash_workers_emails_total", "outcome" => "sent")
+            .increment(sent.len() as u64);
+        Ok(retry)
+    }
+
+    /// Counts a failed try; after `max_attempts` the email is dead-lettered (true).
+    async fn give_up(&self, email: Uuid, tries: i64, err: &anyhow::Error) -> anyhow::Result<bool> {
+        let dead = tries >= self.max_attempts;
+        sqlx::query(
+            "update emails set attempts = attempts + 1, last_error = $2,
+                    status = case when $3 then 'dead' else status end
+             where email_id = $1",
+        )
+        .bind(email)
+        .bind(err.to_string())
+        .bind(dead)
+        .execute(&self.db)
+        .await?;
+        if dead {
+            tracing::error!(error = %err, email_id = %email, "email dead-lettered after {tries} tries");
+            metrics::counter!("flash_workers_emails_total", "outcome" => "dead").increment(1);
+        }
+        Ok(dead)
+    }
+
+    /// The mail as it goes out: headers on one line each, then the plain-text body.
+    fn compose(&self, job: &EmailJob, subject: &str, body: &str) -> String {
+        format!(
             "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@flash.local>\r\n\
              MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
             from = single_line(&self.from.to_string()),
             to = single_line(&job.to),
-            subject = single_line(&subject),
+            subject = single_line(subject),
             date = Utc::now().to_rfc2822(),
             id = job.email_id,
-        );
-        match self
-            .deliver(&job.email_id.to_string(), &job.to, &message)
-            .await
-        {
-            Ok(()) => {
-                sqlx::query("update emails set status = 'sent', sent_at = now(), attempts = attempts + 1 where email_id = $1 and status = 'pending'")
-                    .bind(job.email_id)
-                    .execute(&self.db)
-                    .await?;
-                metrics::counter!("flash_workers_emails_total", "outcome" => "sent").increment(1);
-                Ok(())
-            }
-            Err(err) if delivered >= self.max_attempts => {
-                sqlx::query("update emails set status = 'dead', attempts = attempts + 1, last_error = $2 where email_id = $1")
-                    .bind(job.email_id)
-                    .bind(err.to_string())
-                    .execute(&self.db)
-                    .await?;
-                tracing::error!(error = %err, email_id = %job.email_id, "email dead-lettered after {delivered} tries");
-                metrics::counter!("flash_workers_emails_total", "outcome" => "dead").increment(1);
-                Ok(())
-            }
-            Err(err) => {
-                sqlx::query("update emails set attempts = attempts + 1, last_error = $2 where email_id = $1")
-                    .bind(job.email_id)
-                    .bind(err.to_string())
-                    .execute(&self.db)
-                    .await?;
-                Err(err.context("delivering an email"))
-            }
-        }
+        )
     }
 
     /// Sends the message, or writes it as `<id>.eml` atomically (a reader never sees half a

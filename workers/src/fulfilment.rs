@@ -231,7 +231,7 @@ impl<C: Carrier> Fulfilment<C> {
             outbox::email_buyer(&mut tx, *order, |o| EmailMessage::OrderProgress {
                 order_id: o.order_id,
                 status,
-                tracking_ref: tracking,
+                tracking_ref: tracking.clone(),
             })
             .await?;
             moved += 1;

@@ -127,6 +127,17 @@ impl PaymentProvider for SimulatedProvider {
     }
 }
 
+/// A charge job of the current batch.
+struct Charge {
+    /// Its message's place in the batch.
+    message: usize,
+    order: Uuid,
+    amount_cents: i64,
+    currency: String,
+    /// How often JetStream has delivered the job, this time included.
+    delivered: i64,
+}
+
 /// Name of the durable consumer of payment jobs.
 const PAYMENTS_CONSUMER: &str = "payments";
 
@@ -182,22 +193,61 @@ impl<P: PaymentProvider> Payments<P> {
         &self.provider
     }
 
-    /// Runs one batch of payment jobs; returns how many were taken.
+    /// Runs one batch of payment jobs; returns how many were taken. The batch's charges cost a
+    /// handful of statements in two transactions, however many orders it holds: one records
+    /// the payments before the provider is asked, one settles every answer.
     ///
     /// # Errors
     /// When NATS fails; a job whose handling failed is redelivered.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let messages =
             flash_core::nats::fetch_batch(&self.consumer, 64, Duration::from_millis(200)).await?;
-        let handled = futures::future::join_all(messages.iter().map(|m| self.handle(m))).await;
-        for (message, outcome) in messages.iter().zip(handled) {
-            let ack = match outcome {
-                Ok(()) => AckKind::Ack,
-                Err(err) => {
-                    tracing::warn!(error.cause_chain = ?err, error.message = %err, "payment job failed; it will be redelivered");
-                    AckKind::Nak(Some(Duration::from_millis(500)))
+        let mut charges = Vec::new();
+        let mut refunds = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            match serde_json::from_slice(&message.payload) {
+                Ok(PaymentJob::Charge {
+                    order_id,
+                    amount_cents,
+                    currency,
+                }) => charges.push(Charge {
+                    message: i,
+                    order: order_id,
+                    amount_cents,
+                    currency,
+                    delivered,
+                }),
+                Ok(PaymentJob::Refund { order_id }) => refunds.push((i, order_id)),
+                Err(err) => tracing::error!(error = %err, "unreadable payment job dropped"),
+            }
+        }
+        let mut acks = vec![AckKind::Ack; messages.len()];
+        let retry = AckKind::Nak(Some(Duration::from_millis(500)));
+        match self.charge_all(&charges).await {
+            Ok(retried) => {
+                for order in retried {
+                    for charge in charges.iter().filter(|c| c.order == order) {
+                        acks[charge.message] = retry;
+                    }
                 }
-            };
+            }
+            Err(err) => {
+                tracing::warn!(error.cause_chain = ?err, error.message = %err, charges = charges.len(), "a batch of charges failed; it will be redelivered");
+                for charge in &charges {
+                    acks[charge.message] = retry;
+                }
+            }
+        }
+        let refunded =
+            futures::future::join_all(refunds.iter().map(|(_, order)| self.refund(*order))).await;
+        for ((i, _), outcome) in refunds.iter().zip(refunded) {
+            if let Err(err) = outcome {
+                tracing::warn!(error.cause_chain = ?err, error.message = %err, "refund job failed; it will be redelivered");
+                acks[*i] = retry;
+            }
+        }
+        for (message, ack) in messages.iter().zip(acks) {
             message
                 .ack_with(ack)
                 .await
@@ -206,153 +256,186 @@ impl<P: PaymentProvider> Payments<P> {
         Ok(messages.len())
     }
 
-    async fn handle(&self, message: &jetstream::Message) -> anyhow::Result<()> {
-        let job: PaymentJob = match serde_json::from_slice(&message.payload) {
-            Ok(job) => job,
-            Err(err) => {
-                tracing::error!(error = %err, "unreadable payment job dropped");
-                return Ok(());
-            }
-        };
-        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        match job {
-            PaymentJob::Charge {
-                order_id,
-                amount_cents,
-                currency,
-            } => {
-                self.charge(order_id, amount_cents, &currency, delivered)
-                    .await
-            }
-            PaymentJob::Refund { order_id } => self.refund(order_id).await,
+    /// Charges each order of the batch at most once and settles every outcome in one
+    /// transaction. Returns the orders whose charge failed transiently with tries left: their
+    /// jobs are redelivered. On an error nothing is settled and the whole batch is retried;
+    /// the provider's idempotency key makes the repeated charges harmless.
+    async fn charge_all(&self, charges: &[Charge]) -> anyhow::Result<Vec<Uuid>> {
+        if charges.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut orders: Vec<Uuid> = charges.iter().map(|c| c.order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        let pending = self.record(charges, &orders).await?;
+        // One charge per order even if the batch holds its job twice.
+        let mut to_charge: Vec<&Charge> = Vec::new();
+        for charge in charges {
+            if pending.contains(&charge.order) && !to_charge.iter().any(|c| c.order == charge.order)
+            {
+                to_charge.push(charge);
+            }
+        }
+        let answers = futures::future::join_all(to_charge.iter().map(|c| async move {
+            self.provider
+                .charge(&c.order.to_string(), c.amount_cents, &c.currency)
+                .await
+        }))
+        .await;
+        let mut succeeded: Vec<(Uuid, String)> = Vec::new();
+        let mut retried: Vec<(Uuid, String)> = Vec::new();
+        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        for (charge, answer) in to_charge.into_iter().zip(answers) {
+            match answer {
+                Ok(reference) => succeeded.push((charge.order, reference)),
+                Err(ChargeError::Transient(reason)) if charge.delivered < self.max_attempts => {
+                    retried.push((charge.order, reason));
+                }
+                Err(err) => failed.push((charge.order, err.to_string())),
+            }
+        }
+        self.settle(&succeeded, &retried, &failed).await?;
+        for (outcome, n) in [
+            ("succeeded", succeeded.len()),
+            ("retried", retried.len()),
+            ("failed", failed.len()),
+        ] {
+            metrics::counter!("flash_workers_payments_total", "outcome" => outcome)
+                .increment(n as u64);
+        }
+        Ok(retried.into_iter().map(|(order, _)| order).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %order))]
-    async fn charge(
-        &self,
-        order: Uuid,
-        amount_cents: i64,
-        currency: &str,
-        delivered: i64,
-    ) -> anyhow::Result<()> {
-        // INVARIANT: one payment per order; a redelivered job finds the row and its outcome.
+    /// Records a payment row per order (a redelivered job finds its row and outcome), voids
+    /// those whose order was cancelled before its charge ran, and returns the orders still to
+    /// charge. One transaction.
+    async fn record(&self, charges: &[Charge], orders: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
+        let mut tx = self.db.begin().await?;
+        // INVARIANT: one payment per order.
         sqlx::query(
             "insert into payments (payment_id, order_id, idempotency_key, amount_cents, currency)
-             values ($1, $2, $2::text, $3, $4) on conflict (order_id) do nothing",
+             select id, o, o::text, a, c from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) as t(id, o, a, c)
+             order by t.o on conflict (order_id) do nothing",
         )
-        .bind(Uuid::now_v7())
-        .bind(order)
-        .bind(amount_cents)
-        .bind(currency)
-        .execute(&self.db)
+        .bind(charges.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.order).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.amount_cents).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
         .await?;
-        let status: String = sqlx::query_scalar("select status from payments where order_id = $1")
-            .bind(order)
-            .fetch_one(&self.db)
-            .await?;
-        if status != "pending" {
-            return Ok(());
-        }
-        // An order cancelled before its charge ran is not charged at all.
         let voided = sqlx::query(
-            "update payments set status = 'failed', last_error = 'order cancelled before the charge'
-             where order_id = $1 and status = 'pending'
-               and exists (select 1 from orders where order_id = $1 and status = 'cancelled')",
+            "update payments p set status = 'failed', last_error = 'order cancelled before the charge'
+             from orders o
+             where p.order_id = any($1) and p.status = 'pending'
+               and o.order_id = p.order_id and o.status = 'cancelled'",
         )
-        .bind(order)
-        .execute(&self.db)
+        .bind(orders)
+        .execute(&mut *tx)
         .await?;
-        if voided.rows_affected() == 1 {
-            metrics::counter!("flash_workers_payments_total", "outcome" => "voided").increment(1);
+        let pending: Vec<Uuid> = sqlx::query_scalar(
+            "select order_id from payments where order_id = any($1) and status = 'pending'",
+        )
+        .bind(orders)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("flash_workers_payments_total", "outcome" => "voided")
+            .increment(voided.rows_affected());
+        Ok(pending)
+    }
+
+    /// Settles the provider's answers in one transaction: paid orders get their confirmation
+    /// email, orders cancelled while the charge ran get a refund, transient failures count an
+    /// attempt, and final failures cancel the order, give its units back once and tell the
+    /// buyer. After the commit, the units go back to the gate and the waiting room hears.
+    async fn settle(
+        &self,
+        succeeded: &[(Uuid, String)],
+        retried: &[(Uuid, String)],
+        failed: &[(Uuid, String)],
+    ) -> anyhow::Result<()> {
+        if succeeded.is_empty() && retried.is_empty() && failed.is_empty() {
             return Ok(());
         }
-        let outcome = self
-            .provider
-            .charge(&order.to_string(), amount_cents, currency)
-            .await;
         let mut tx = self.db.begin().await?;
-        // The flash order's sale and ticket and how its payment ended, for the waiting room.
-        let mut settled: Option<(Option<Uuid>, Option<Uuid>, &str)> = None;
-        match outcome {
-            Ok(reference) => {
-                sqlx::query("update payments set status = 'succeeded', provider_ref = $2, attempts = attempts + 1 where order_id = $1 and status = 'pending'")
-                    .bind(order)
-                    .bind(reference)
-                    .execute(&mut *tx)
-                    .await?;
-                let paid: Option<(Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
-                    "update orders set status = 'paid' where order_id = $1 and status = 'pending_payment'
-                     returning flash_sale_id, ticket_id",
-                )
+        // Each flash order's sale and ticket, and how its payment ended, for the waiting room.
+        let mut settled: Vec<(Uuid, Uuid, &str)> = Vec::new();
+        let mut restocked = Vec::new();
+        if !succeeded.is_empty() {
+            let (orders, references): (Vec<Uuid>, Vec<&str>) = succeeded
+                .iter()
+                .map(|(order, reference)| (*order, reference.as_str()))
+                .unzip();
+            sqlx::query(
+                "update payments p set status = 'succeeded', provider_ref = t.r, attempts = p.attempts + 1
+                 from unnest($1::uuid[], $2::text[]) as t(o, r)
+                 where p.order_id = t.o and p.status = 'pending'",
+            )
+            .bind(&orders)
+            .bind(&references)
+            .execute(&mut *tx)
+            .await?;
+            let paid: Vec<(Uuid, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+                "update orders set status = 'paid'
+                 where order_id = any($1) and status = 'pending_payment'
+                 returning order_id, flash_sale_id, ticket_id",
+            )
+            .bind(&orders)
+            .fetch_all(&mut *tx)
+            .await?;
+            let paid_orders: Vec<Uuid> = paid.iter().map(|(order, _, _)| *order).collect();
+            outbox::email_buyers(&mut tx, &paid_orders, |o| EmailMessage::OrderConfirmation {
+                order_id: o.order_id,
+                total_cents: o.total_cents,
+                currency: o.currency,
+            })
+            .await?;
+            settled.extend(
+                paid.iter()
+                    .filter_map(|(_, sale, ticket)| Some(((*sale)?, (*ticket)?, "paid"))),
+            );
+            // Cancelled while the charge was under way: the money goes back.
+            for order in orders.iter().filter(|o| !paid_orders.contains(o)) {
+                let refund = PaymentJob::Refund { order_id: *order };
+                outbox::enqueue(&mut tx, PaymentJob::SUBJECT, &refund).await?;
+            }
+        }
+        for (order, reason) in retried {
+            sqlx::query(
+                "update payments set attempts = attempts + 1, last_error = $2 where order_id = $1",
+            )
+            .bind(order)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (order, reason) in failed {
+            sqlx::query("update payments set status = 'failed', attempts = attempts + 1, last_error = $2 where order_id = $1 and status = 'pending'")
                 .bind(order)
-                .fetch_optional(&mut *tx)
+                .bind(reason)
+                .execute(&mut *tx)
                 .await?;
-                settled = paid.map(|(sale, ticket)| (sale, ticket, "paid"));
-                if settled.is_some() {
-                    outbox::email_buyer(&mut tx, order, |o| EmailMessage::OrderConfirmation {
-                        order_id: o.order_id,
-                        total_cents: o.total_cents,
-                        currency: o.currency,
-                    })
-                    .await?;
-                } else {
-                    // Cancelled while the charge was under way: the money goes back.
-                    let refund = PaymentJob::Refund { order_id: order };
-                    outbox::enqueue(&mut tx, PaymentJob::SUBJECT, &refund).await?;
+            if let Some((sale, ticket, returned)) = cancel_order(&mut tx, *order).await? {
+                outbox::email_buyer(&mut tx, *order, |o| EmailMessage::PaymentFailed {
+                    order_id: o.order_id,
+                })
+                .await?;
+                if let (Some(sale), Some(ticket)) = (sale, ticket) {
+                    settled.push((sale, ticket, "cancelled"));
                 }
-                metrics::counter!("flash_workers_payments_total", "outcome" => "succeeded")
-                    .increment(1);
-            }
-            Err(ChargeError::Transient(reason)) if delivered < self.max_attempts => {
-                sqlx::query("update payments set attempts = attempts + 1, last_error = $2 where order_id = $1")
-                    .bind(order)
-                    .bind(&reason)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                metrics::counter!("flash_workers_payments_total", "outcome" => "retried")
-                    .increment(1);
-                anyhow::bail!("transient payment failure (attempt {delivered}): {reason}");
-            }
-            Err(err) => {
-                sqlx::query("update payments set status = 'failed', attempts = attempts + 1, last_error = $2 where order_id = $1 and status = 'pending'")
-                    .bind(order)
-                    .bind(err.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                let returned = cancel_order(&mut tx, order).await?;
-                if let Some((sale, ticket, _)) = &returned {
-                    settled = Some((*sale, *ticket, "cancelled"));
-                    outbox::email_buyer(&mut tx, order, |o| EmailMessage::PaymentFailed {
-                        order_id: o.order_id,
-                    })
-                    .await?;
-                }
-                tx.commit().await?;
-                metrics::counter!("flash_workers_payments_total", "outcome" => "failed")
-                    .increment(1);
-                if let Some((_, _, restocked)) = &returned {
-                    restock::announce(&self.redis, &self.keys, restocked).await;
-                }
-                self.settle_ticket(settled).await;
-                return Ok(());
+                restocked.push(returned);
             }
         }
         tx.commit().await?;
-        self.settle_ticket(settled).await;
-        Ok(())
-    }
-
-    /// Moves a flash order's ticket on to how its payment ended. Best effort after the commit:
-    /// the order in PostgreSQL is the truth, and a poll of a ticket Redis lost reads it there.
-    async fn settle_ticket(&self, settled: Option<(Option<Uuid>, Option<Uuid>, &str)>) {
-        if let Some((Some(sale), Some(ticket), status)) = settled
-            && let Err(err) =
-                sale_gate::settle_ticket(&self.redis, &self.keys, sale, ticket, status).await
-        {
-            tracing::warn!(error = %err, %ticket, status, "updating the ticket after its payment failed");
+        for returned in &restocked {
+            restock::announce(&self.redis, &self.keys, returned).await;
         }
+        // Best effort after the commit: the order in PostgreSQL is the truth, and a poll of a
+        // ticket Redis lost reads it there.
+        if let Err(err) = sale_gate::settle_tickets(&self.redis, &self.keys, &settled).await {
+            tracing::warn!(error = %err, tickets = settled.len(), "updating the tickets after their payments failed");
+        }
+        Ok(())
     }
 
     /// Refunds a cancelled or returned order once: only a `succeeded` payment is refunded, and

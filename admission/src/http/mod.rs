@@ -19,9 +19,28 @@ use utoipa::OpenApi;
 
 use crate::{client_address::ClientAddress, gate::Gate, limits::EntryLimits, queue::Queue};
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`] behind an `Arc`, because axum clones
+/// the state for every request and the door's parts (scripts, key prefixes, the JetStream
+/// context) would otherwise be copied, allocations and all, thousands of times a second.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The door's parts every handler uses.
+pub(crate) struct Shared {
     pub(crate) db: PgPool,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) gate: Gate,
@@ -70,7 +89,7 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
                        /flash-sales*, /orders*, /cart* (catalog-api), so browsers and apps use one \
                        origin; those routes are documented in each service's own /openapi.json."
     ),
-    paths(tickets::create_ticket, tickets::get_ticket),
+    paths(tickets::create_ticket, tickets::my_ticket, tickets::get_ticket),
     components(schemas(ProblemBody, FieldError)),
     modifiers(&BearerSecurity),
     tags((name = "tickets"))

@@ -29,6 +29,7 @@ use crate::{
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/sales/{id}/tickets", post(create_ticket))
+        .route("/sales/{id}/tickets/mine", get(my_ticket))
         .route("/tickets/{id}", get(get_ticket))
 }
 
@@ -292,6 +293,56 @@ fn ticket_response(status: StatusCode, body: TicketBody) -> Response {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
+}
+
+// GET /sales/{id}/tickets/mine → 200 with the caller's ticket in this sale, or 404
+/// The waiting room asks this when a buyer arrives: a reloaded page finds its place again,
+/// and a token checked minutes before the start is already verified when the buyer enters.
+#[utoipa::path(
+    get, path = "/sales/{id}/tickets/mine", tag = "tickets",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Flash sale id")),
+    responses(
+        (status = 200, description = "The caller's ticket in this sale", body = TicketBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "The caller holds no ticket in this sale (yet)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+pub(crate) async fn my_ticket(
+    State(state): State<AppState>,
+    member: AuthMember,
+    Path(sale): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("you hold no ticket in sale {sale}"));
+    let ticket = match state.gate.member_ticket(sale, member.member_id).await? {
+        Some(ticket) => Some(ticket),
+        // Before the start no order can exist: arrivals in the waiting room never reach
+        // PostgreSQL. Later, an order is where a ticket Redis lost is still found.
+        None if state
+            .gate
+            .starts_at(sale)
+            .await?
+            .is_some_and(|at| Utc::now() < at) =>
+        {
+            None
+        }
+        None => {
+            sqlx::query_scalar(
+                "select ticket_id from orders
+                 where member_id = $1 and flash_sale_id = $2 and ticket_id is not null
+                 order by created_at desc limit 1",
+            )
+            .bind(member.member_id.get())
+            .bind(sale)
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
+    let ticket = ticket.ok_or_else(not_found)?;
+    let body = load_ticket(&state, ticket, &member).await?;
+    Ok(ticket_response(StatusCode::OK, body))
 }
 
 /// Query of `GET /tickets/{id}`.

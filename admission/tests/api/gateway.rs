@@ -459,7 +459,14 @@ async fn the_openapi_document_lists_only_the_doors_own_operations(db: PgPool) {
         .unwrap();
     let document = json(response, StatusCode::OK).await;
     let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths, ["/sales/{id}/tickets", "/tickets/{id}"]);
+    assert_eq!(
+        paths,
+        [
+            "/sales/{id}/tickets",
+            "/sales/{id}/tickets/mine",
+            "/tickets/{id}"
+        ]
+    );
     app.teardown().await;
 }
 

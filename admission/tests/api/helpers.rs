@@ -111,6 +111,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The waiting room's question on arrival: the buyer's ticket in `sale`, if any.
+    pub(crate) async fn mine(&self, sale: Uuid, buyer: &Buyer) -> Response {
+        self.client
+            .get(format!("{}/sales/{sale}/tickets/mine", self.base))
+            .bearer_auth(&buyer.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn poll(
         &self,
         ticket: &str,

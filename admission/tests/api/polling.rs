@@ -114,6 +114,38 @@ async fn a_ticket_redis_lost_is_answered_from_postgres(db: PgPool) {
     assert_eq!(answer["status"], "ordered");
     assert_eq!(answer["order_id"], order.to_string());
     problem(stranger, StatusCode::NOT_FOUND).await;
+    let mine = json(app.mine(sale, &buyer).await, StatusCode::OK).await;
+    assert_eq!(mine["ticket_id"], ticket.to_string());
+    assert_eq!(mine["status"], "ordered");
+    problem(app.mine(sale, &app.buyer()).await, StatusCode::NOT_FOUND).await;
+    app.teardown().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_arriving_buyer_finds_their_own_ticket_and_no_one_elses(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let upcoming = app.arm(10, Utc::now() + Duration::minutes(5)).await;
+    let open = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let (buyer, other) = (app.buyer(), app.buyer());
+
+    problem(app.mine(upcoming, &buyer).await, StatusCode::NOT_FOUND).await;
+    problem(app.mine(open, &buyer).await, StatusCode::NOT_FOUND).await;
+    let entered = json(app.enter(open, &buyer).await, StatusCode::ACCEPTED).await;
+    let mine = app.mine(open, &buyer).await;
+    assert!(mine.headers().contains_key("etag"));
+    let mine = json(mine, StatusCode::OK).await;
+    let anonymous = app
+        .client
+        .get(format!("{}/sales/{open}/tickets/mine", app.base))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(mine["ticket_id"], entered["ticket_id"]);
+    assert_eq!(mine["status"], "queued");
+    assert_eq!(mine["position"], 1);
+    problem(app.mine(open, &other).await, StatusCode::NOT_FOUND).await;
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
     app.teardown().await;
 }
 

@@ -15,6 +15,9 @@ async fn a_small_spike_sells_every_unit_once_and_every_ticket_ends(db: PgPool) {
     assert_eq!(report.unfinished, 0, "every ticket is final: {report:?}");
     assert!(report.check.is_sound(), "{:?}", report.check.violations);
     assert_eq!(report.entries.requests, 2000);
+    // Every buyer opened the waiting room before the start and held no ticket yet.
+    let arrivals = report.arrivals.as_ref().expect("the buyers arrived");
+    assert_eq!(arrivals.statuses.get(&404), Some(&2000), "{arrivals:?}");
     // A declined payment (the simulated provider declines 2 %) puts its unit back on sale while
     // buyers are still entering, so a few more than 100 tickets may be queued and ordered.
     let queued = *report.entries.statuses.get(&202).unwrap();

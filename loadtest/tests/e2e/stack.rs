@@ -114,6 +114,7 @@ impl Stack {
             settle_timeout: Duration::from_secs(30),
             baseline: false,
             prequeue: false,
+            arrive: true,
             progress: false,
         }
     }

@@ -81,6 +81,47 @@ async fn an_email_is_delivered_once_even_when_its_job_is_redelivered(db: PgPool)
 }
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn one_batch_records_and_sends_each_email_once(db: PgPool) {
+    let env = Env::new(db, 1, 1).await;
+    let folder = std::env::temp_dir().join(format!("mail-{}", Uuid::new_v4()));
+    let emails = env.emails(Delivery::Folder(folder.clone()), 3).await;
+    let jobs: Vec<EmailJob> = (0..5).map(|_| job()).collect();
+    for (i, job) in jobs.iter().enumerate() {
+        publish(&env, job, &format!("job-{i}")).await;
+    }
+    // The first job once more, in the same batch.
+    publish(&env, &jobs[0], "job-0-again").await;
+
+    assert_eq!(
+        emails.run_once().await.unwrap(),
+        6,
+        "one batch took every job"
+    );
+    run(&emails).await;
+
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = jobs.iter().map(|j| format!("{}.eml", j.email_id)).collect();
+    expected.sort();
+    assert_eq!(files, expected);
+    let sent: Vec<(String, i32)> =
+        sqlx::query_as("select status, attempts from emails order by email_id")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        sent,
+        vec![("sent".to_owned(), 1); 5],
+        "recorded and sent once each"
+    );
+    std::fs::remove_dir_all(&folder).unwrap();
+    env.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn an_email_that_cannot_be_delivered_is_dead_lettered(db: PgPool) {
     let env = Env::new(db, 1, 1).await;
     // A file where the folder should be: every delivery fails.

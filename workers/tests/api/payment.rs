@@ -175,3 +175,72 @@ async fn an_order_cancelled_before_its_charge_is_not_charged(db: PgPool) {
     assert!(emails(&env).await.is_empty(), "no confirmation for it");
     env.cleanup().await;
 }
+
+/// `n` flash orders (made by the drain) whose charge jobs are in the jobs stream, plus a second
+/// copy of the first order's job, so one batch holds them all and one order twice.
+async fn ordered_batch(env: &Env, n: usize) -> Vec<Uuid> {
+    for _ in 0..n {
+        env.queue(env.member().await, 1, Uuid::now_v7(), None).await;
+    }
+    env.drain_all(&env.drainer().await).await;
+    while env.relay().await.relay_once().await.unwrap() > 0 {}
+    let orders: Vec<Uuid> = sqlx::query_scalar("select order_id from orders order by order_id")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), n);
+    redeliver(env, orders[0]).await;
+    orders
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn one_batch_charges_each_order_once_and_mails_each_buyer(db: PgPool) {
+    let env = Env::new(db, 10, 1).await;
+    let orders = ordered_batch(&env, 8).await;
+    let payments = env.payments(0.0, 0.0, 5).await;
+
+    assert_eq!(
+        payments.run_once().await.unwrap(),
+        9,
+        "one batch took every job"
+    );
+    run_payments(&payments).await;
+
+    for order in &orders {
+        assert_eq!(order_status(&env, *order).await, "paid");
+        assert_eq!(ticket_status(&env, *order).await, "paid");
+    }
+    assert_eq!(payments.provider().charges_made(), 8);
+    let succeeded: i64 =
+        sqlx::query_scalar("select count(*) from payments where status = 'succeeded'")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(succeeded, 8);
+    assert_eq!(emails(&env).await, vec!["order_confirmation"; 8]);
+    let mailed: i64 = sqlx::query_scalar(
+        "select count(distinct payload->>'to') from outbox where subject = 'jobs.email'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(mailed, 8, "each buyer gets their own confirmation");
+    env.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn one_batch_of_declines_cancels_each_order_and_returns_each_unit_once(db: PgPool) {
+    let env = Env::new(db, 10, 1).await;
+    let orders = ordered_batch(&env, 6).await;
+    let payments = env.payments(1.0, 0.0, 5).await;
+
+    run_payments(&payments).await;
+
+    for order in &orders {
+        assert_eq!(order_status(&env, *order).await, "cancelled");
+        assert_eq!(ticket_status(&env, *order).await, "cancelled");
+    }
+    assert_eq!(env.quantity_left().await, 10, "every unit is back, once");
+    assert_eq!(emails(&env).await, vec!["payment_failed"; 6]);
+    env.cleanup().await;
+}
