@@ -19,6 +19,8 @@ use flash_core::{domain::MemberId, redis::Keys};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
+use crate::ticket_id;
+
 /// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
 /// ARGV: ticket id, member id, now (ms), proof-of-work bits the entry carries.
 const ENTER: &str = r"
@@ -154,9 +156,19 @@ struct SaleFlags {
     read_at: Instant,
 }
 
-/// Tickets whose sale this process knows; a ticket never changes sale, so polls skip the
-/// index lookup after the first. Bounded: cleared when full.
-const KNOWN_TICKETS: usize = 500_000;
+/// How long a process trusts what it read of a tag's sales, and how often it re-registers a
+/// sale it admits to (so a Redis that lost the tag set learns it again within this long).
+const TAGS_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// A tag's sales as this process last read or wrote them.
+#[derive(Debug, Clone)]
+struct TagSales {
+    sales: Vec<Uuid>,
+    read_at: Instant,
+}
+
+/// How long a registered tag set lives in Redis after the last entry of its sale.
+const TAG_TTL_SECS: i64 = 30 * 24 * 3600;
 
 /// Entry and ticket operations on Redis.
 #[derive(Clone)]
@@ -165,7 +177,9 @@ pub(crate) struct Gate {
     keys: Keys,
     enter: Script,
     undo: Script,
-    sales: Arc<Mutex<HashMap<Uuid, Uuid>>>,
+    /// Sales this process admits to, and when it last registered their tag.
+    registered: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    tags: Arc<Mutex<HashMap<u32, TagSales>>>,
     flags: Arc<Mutex<HashMap<Uuid, SaleFlags>>>,
 }
 
@@ -176,28 +190,80 @@ impl Gate {
             keys,
             enter: Script::new(ENTER),
             undo: Script::new(UNDO),
-            sales: Arc::new(Mutex::new(HashMap::new())),
+            registered: Arc::new(Mutex::new(HashMap::new())),
+            tags: Arc::new(Mutex::new(HashMap::new())),
             flags: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn known_sale(&self, ticket: Uuid) -> Option<Uuid> {
-        self.sales
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&ticket)
-            .copied()
+    /// Makes sure Redis lists `sale` under its tag before the door hands out a ticket of it;
+    /// a round trip on the sale's first entry in this process, then once per
+    /// [`TAGS_FRESH_FOR`].
+    async fn register(&self, sale: Uuid) -> redis::RedisResult<()> {
+        let fresh = lock(&self.registered)
+            .get(&sale)
+            .is_some_and(|at| at.elapsed() < TAGS_FRESH_FOR);
+        if fresh {
+            return Ok(());
+        }
+        let tag = ticket_id::sale_tag(sale);
+        let key = self.keys.sale_tag(tag);
+        let mut conn = self.redis.clone();
+        redis::pipe()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(sale.to_string())
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(TAG_TTL_SECS)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        let mut registered = lock(&self.registered);
+        if registered.len() >= KNOWN_SALES {
+            registered.clear();
+        }
+        registered.insert(sale, Instant::now());
+        drop(registered);
+        let mut tags = lock(&self.tags);
+        let known = tags.entry(tag).or_insert_with(|| TagSales {
+            sales: Vec::new(),
+            read_at: Instant::now(),
+        });
+        if !known.sales.contains(&sale) {
+            known.sales.push(sale);
+        }
+        Ok(())
     }
 
-    fn remember_sale(&self, ticket: Uuid, sale: Uuid) {
-        let mut sales = self
-            .sales
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if sales.len() >= KNOWN_TICKETS {
-            sales.clear();
+    /// The sales whose tickets carry `tag`: from memory while fresh, else from Redis.
+    async fn sales_tagged(&self, tag: u32, reread: bool) -> redis::RedisResult<Vec<Uuid>> {
+        if !reread
+            && let Some(known) = lock(&self.tags)
+                .get(&tag)
+                .filter(|t| t.read_at.elapsed() < TAGS_FRESH_FOR)
+        {
+            return Ok(known.sales.clone());
         }
-        sales.insert(ticket, sale);
+        let mut conn = self.redis.clone();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.sale_tag(tag))
+            .query_async(&mut conn)
+            .await?;
+        let sales: Vec<Uuid> = members.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut tags = lock(&self.tags);
+        if tags.len() >= KNOWN_SALES {
+            tags.clear();
+        }
+        tags.insert(
+            tag,
+            TagSales {
+                sales: sales.clone(),
+                read_at: Instant::now(),
+            },
+        );
+        Ok(sales)
     }
 
     /// Decides an entry of `member` into `sale` (one round trip).
@@ -208,7 +274,8 @@ impl Gate {
         now: DateTime<Utc>,
         work: u32,
     ) -> redis::RedisResult<Entry> {
-        let candidate = Uuid::now_v7();
+        self.register(sale).await?;
+        let candidate = ticket_id::new_ticket(sale);
         let mut conn = self.redis.clone();
         let reply: Vec<String> = self
             .enter
@@ -242,11 +309,7 @@ impl Gate {
             .arg(self.keys.member_ticket(sale, member.get()))
             .query_async(&mut conn)
             .await?;
-        let ticket = ticket.and_then(|t| t.parse::<Uuid>().ok());
-        if let Some(ticket) = ticket {
-            self.remember_sale(ticket, sale);
-        }
-        Ok(ticket)
+        Ok(ticket.and_then(|t| t.parse::<Uuid>().ok()))
     }
 
     /// When `sale` opens, if Redis holds its metadata (remembered like the paused flag).
@@ -256,19 +319,6 @@ impl Gate {
             .await?
             .starts_at
             .and_then(DateTime::from_timestamp_millis))
-    }
-
-    /// Records which sale a new ticket belongs to, so `GET /tickets/{id}` can find it.
-    pub(crate) async fn index(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<()> {
-        self.remember_sale(ticket, sale);
-        let mut conn = self.redis.clone();
-        redis::cmd("SET")
-            .arg(self.keys.ticket_sale(ticket))
-            .arg(sale.to_string())
-            .arg("EX")
-            .arg(7 * 24 * 3600)
-            .query_async(&mut conn)
-            .await
     }
 
     /// Takes back a queued ticket whose publish failed: the unit returns to the gate and the
@@ -290,23 +340,26 @@ impl Gate {
             .map(drop)
     }
 
-    /// The ticket's state, or `None` when Redis does not know it.
+    /// The ticket's state, or `None` when Redis does not know it. The ticket's id names its
+    /// sale's tag; a tag read from memory that leads nowhere is read again from Redis, in case
+    /// another process registered a sale with the same tag since.
     pub(crate) async fn ticket(&self, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
-        let mut conn = self.redis.clone();
-        let sale = match self.known_sale(ticket) {
-            Some(sale) => sale,
-            None => {
-                let sale: Option<String> = redis::cmd("GET")
-                    .arg(self.keys.ticket_sale(ticket))
-                    .query_async(&mut conn)
-                    .await?;
-                let Some(sale) = sale.and_then(|s| s.parse::<Uuid>().ok()) else {
-                    return Ok(None);
-                };
-                self.remember_sale(ticket, sale);
-                sale
-            }
+        let Some(tag) = ticket_id::ticket_tag(ticket) else {
+            return Ok(None);
         };
+        for reread in [false, true] {
+            for sale in self.sales_tagged(tag, reread).await? {
+                if let Some(state) = self.ticket_in(sale, ticket).await? {
+                    return Ok(Some(state));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ticket's state if it is one of `sale`'s.
+    async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
+        let mut conn = self.redis.clone();
         let (fields, served, rate): TicketReply = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys.ticket(sale, ticket))
@@ -398,6 +451,13 @@ impl Gate {
         cached.insert(sale, flags);
         Ok(flags)
     }
+}
+
+/// A process-local map; each use is one map operation, so a panic elsewhere cannot leave it
+/// half-changed and a poisoned lock is still safe to use.
+fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn parse_entry(reply: &[String]) -> Entry {

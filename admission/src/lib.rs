@@ -14,6 +14,7 @@ mod http;
 mod limits;
 mod pow;
 mod queue;
+mod ticket_id;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

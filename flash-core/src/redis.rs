@@ -148,9 +148,10 @@ impl Keys {
         format!("{}{{sale:{sale}}}:ticket:*", self.prefix)
     }
 
-    /// Which sale a ticket belongs to: lets `GET /tickets/{id}` find the ticket's keys.
-    pub fn ticket_sale(&self, ticket: Uuid) -> String {
-        format!("{}ticket-sale:{ticket}", self.prefix)
+    /// The sales whose ticket ids start with `tag` (a set, nearly always of one): lets
+    /// `GET /tickets/{id}` find the ticket's keys from the id alone.
+    pub fn sale_tag(&self, tag: u32) -> String {
+        format!("{}sale-tag:{tag:08x}", self.prefix)
     }
 
     /// The cached representation of a product (`<version>|<json>`).

@@ -176,7 +176,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         )
     };
 
-    clean_up(&args, &redis, &keys, sale, &issued).await?;
+    clean_up(&args, &redis, &keys, sale).await?;
     phases.push(entries);
     phases.extend(polls);
     print_table(&phases);
@@ -210,7 +210,6 @@ async fn clean_up(
     redis: &redis::aio::ConnectionManager,
     keys: &Keys,
     sale: Uuid,
-    tickets: &[(usize, String)],
 ) -> anyhow::Result<()> {
     let nats = flash_core::nats::connect(&args.nats, "loadtest").await?;
     let js = async_nats::jetstream::new(nats);
@@ -226,25 +225,36 @@ async fn clean_up(
         .await
         .context("purging the bench's tickets")?;
     let mut conn = redis.clone();
-    let pattern = format!("{}{{sale:{sale}}}*", keys.prefix());
-    let sale_keys: Vec<String> = {
-        let mut iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, &pattern).await?;
-        let mut found = Vec::new();
-        while let Some(key) = futures::StreamExt::next(&mut iter).await {
-            found.push(key?);
-        }
-        found
-    };
-    let index_keys = tickets
-        .iter()
-        .filter_map(|(_, t)| t.parse::<Uuid>().ok())
-        .map(|t| keys.ticket_sale(t));
-    let all: Vec<String> = sale_keys.into_iter().chain(index_keys).collect();
-    for chunk in all.chunks(1000) {
+    let sale_keys = scan(&mut conn, &format!("{}{{sale:{sale}}}*", keys.prefix())).await?;
+    // The door lists the sale under its ticket-id tag; that set may hold other sales too.
+    for tag_set in scan(&mut conn, &format!("{}sale-tag:*", keys.prefix())).await? {
+        redis::cmd("SREM")
+            .arg(tag_set)
+            .arg(sale.to_string())
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    for chunk in sale_keys.chunks(1000) {
         redis::cmd("DEL")
             .arg(chunk)
             .query_async::<()>(&mut conn)
             .await?;
     }
     Ok(())
+}
+
+/// Every key matching `pattern`, a thousand keys a round trip.
+async fn scan(
+    conn: &mut redis::aio::ConnectionManager,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let options = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(1000);
+    let mut iter = redis::AsyncCommands::scan_options::<String>(conn, options).await?;
+    let mut found = Vec::new();
+    while let Some(key) = futures::StreamExt::next(&mut iter).await {
+        found.push(key?);
+    }
+    Ok(found)
 }

@@ -47,6 +47,9 @@ impl Delivery {
     }
 }
 
+/// Email jobs taken at once: recorded and marked in one statement each, delivered concurrently.
+const BATCH: usize = 256;
+
 /// Name of the durable consumer of email jobs.
 const EMAILS_CONSUMER: &str = "emails";
 
@@ -106,7 +109,8 @@ impl Emails {
     /// When NATS fails; when PostgreSQL fails the whole batch is retried.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let messages =
-            flash_core::nats::fetch_batch(&self.consumer, 64, Duration::from_millis(200)).await?;
+            flash_core::nats::fetch_batch(&self.consumer, BATCH, Duration::from_millis(200))
+                .await?;
         let mut jobs = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             match serde_json::from_slice::<EmailJob>(&message.payload) {

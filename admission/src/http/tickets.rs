@@ -165,22 +165,16 @@ pub(crate) async fn create_ticket(
             let request_id = headers
                 .get(flash_core::http::REQUEST_ID)
                 .and_then(|v| v.to_str().ok());
-            // The 202 is a promise: the ticket can be polled (index) and JetStream acked it.
-            let queued = match state.gate.index(sale, ticket).await {
-                Ok(()) => state
-                    .queue
-                    .publish(&message, request_id)
-                    .await
-                    .map_err(anyhow::Error::from),
-                Err(err) => Err(anyhow::Error::from(err)),
-            };
-            if let Err(err) = queued {
+            // The 202 is a promise: JetStream acked the ticket.
+            if let Err(err) = state.queue.publish(&message, request_id).await {
                 metrics::counter!("flash_admission_tickets_total", "outcome" => "publish_failed")
                     .increment(1);
                 if let Err(undo) = state.gate.undo(sale, member.member_id, ticket).await {
                     tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the reconciler will fix the gate");
                 }
-                return Err(ApiError::unavailable(err.context("queueing the ticket")));
+                return Err(ApiError::unavailable(
+                    anyhow::Error::from(err).context("queueing the ticket"),
+                ));
             }
             metrics::counter!("flash_admission_tickets_total", "outcome" => "queued").increment(1);
             let body = TicketBody {
@@ -197,7 +191,6 @@ pub(crate) async fn create_ticket(
             Ok(ticket_response(StatusCode::ACCEPTED, body))
         }
         Entry::Waitlisted { ticket } | Entry::Prequeued { ticket } => {
-            state.gate.index(sale, ticket).await?;
             let current =
                 state.gate.ticket(ticket).await?.ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
@@ -214,7 +207,6 @@ pub(crate) async fn create_ticket(
             ))
         }
         Entry::SoldOut { ticket } => {
-            state.gate.index(sale, ticket).await?;
             metrics::counter!("flash_admission_tickets_total", "outcome" => "sold_out")
                 .increment(1);
             let body = TicketBody {

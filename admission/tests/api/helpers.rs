@@ -43,11 +43,7 @@ impl TestApp {
 
     pub(crate) async fn spawn_with(db: PgPool, tweak: impl FnOnce(&mut Config)) -> Self {
         let iso = Isolation::new();
-        let mut config = Config::parse_from(["admission"]);
-        config.addr = "127.0.0.1:0".parse().unwrap();
-        config.redis = iso.redis.clone();
-        config.nats = iso.nats.clone();
-        config.jwt.jwt_public_key = iso.public_key_path();
+        let mut config = door_config(&iso);
         tweak(&mut config);
         let signer = JwtSigner::from_pem(
             iso.keys.private_pem.as_bytes(),
@@ -74,6 +70,21 @@ impl TestApp {
             signer,
             shutdown,
         }
+    }
+
+    /// A second door process on the same Redis, NATS and database, with its own memory: its
+    /// base URL. It stops with this one.
+    pub(crate) async fn another_door(&self) -> String {
+        let app = App::build_with(
+            door_config(&self.iso),
+            self.db.clone(),
+            self.shutdown.clone(),
+        )
+        .await
+        .expect("the second door starts");
+        let addr: SocketAddr = app.local_addr().unwrap();
+        tokio::spawn(app.run());
+        format!("http://{addr}")
     }
 
     /// Starts a graceful shutdown, as SIGTERM would.
@@ -156,6 +167,16 @@ impl TestApp {
             .unwrap();
         stream.info().await.unwrap().state.messages
     }
+}
+
+/// A door on port 0 using this test's Redis prefix, NATS names and key.
+fn door_config(iso: &Isolation) -> Config {
+    let mut config = Config::parse_from(["admission"]);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.redis = iso.redis.clone();
+    config.nats = iso.nats.clone();
+    config.jwt.jwt_public_key = iso.public_key_path();
+    config
 }
 
 pub(crate) async fn json(response: Response, status: StatusCode) -> Value {

@@ -275,3 +275,28 @@ async fn a_poll_is_the_buyers_sign_of_life_when_the_sale_expires_abandoned_ticke
     assert!(after_poll > at_entry, "{after_poll} > {at_entry}");
     app.teardown().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_ticket_from_one_door_is_polled_at_another(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let other = app.another_door().await;
+    let sale = app.arm(10, Utc::now() - Duration::seconds(1)).await;
+    let (buyer, stranger) = (app.buyer(), app.buyer());
+    let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+    let ticket = entered["ticket_id"].as_str().unwrap();
+    let poll_there = |who: &crate::helpers::Buyer| {
+        app.client
+            .get(format!("{other}/tickets/{ticket}"))
+            .bearer_auth(&who.token)
+            .send()
+    };
+
+    let there = json(poll_there(&buyer).await.unwrap(), StatusCode::OK).await;
+    let not_theirs = poll_there(&stranger).await.unwrap();
+
+    assert_eq!(there["ticket_id"], ticket);
+    assert_eq!(there["sale_id"], sale.to_string());
+    assert_eq!(there["status"], "queued");
+    problem(not_theirs, StatusCode::NOT_FOUND).await;
+    app.teardown().await;
+}
