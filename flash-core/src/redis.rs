@@ -31,6 +31,27 @@ pub async fn connect(args: &RedisArgs) -> anyhow::Result<ConnectionManager> {
         })
 }
 
+/// Every key matching `pattern`, a thousand keys a round trip. `SCAN` walks the whole keyspace
+/// whatever the pattern, so with the default page of ten a large Redis (a benchmark's tickets)
+/// makes a clean-up or an audit take thousands of round trips.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn scan_keys<C>(conn: &mut C, pattern: &str) -> redis::RedisResult<Vec<String>>
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
+    let options = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(1000);
+    let mut iter = redis::AsyncCommands::scan_options::<String>(conn, options).await?;
+    let mut found = Vec::new();
+    while let Some(key) = futures::StreamExt::next(&mut iter).await {
+        found.push(key?);
+    }
+    Ok(found)
+}
+
 /// Builds every Redis key, so the prefix (and the per-sale hash tags) live in one place.
 #[derive(Debug, Clone)]
 pub struct Keys {

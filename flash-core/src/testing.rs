@@ -81,17 +81,9 @@ impl Isolation {
             .await
             .expect("redis connect");
         let pattern = format!("{}*", self.redis.redis_key_prefix);
-        let keys: Vec<String> = {
-            let mut iter = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .expect("redis scan");
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key.expect("redis scan item"));
-            }
-            keys
-        };
+        let keys = crate::redis::scan_keys(&mut conn, &pattern)
+            .await
+            .expect("redis scan");
         if !keys.is_empty() {
             conn.del::<_, ()>(keys).await.expect("redis del");
         }

@@ -11,7 +11,6 @@ use flash_core::{
     config::{PgArgs, RedisArgs},
     redis::Keys,
 };
-use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -313,11 +312,5 @@ async fn check_tickets(
 }
 
 async fn scan(redis: &redis::aio::ConnectionManager, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut conn = redis.clone();
-    let mut iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, pattern).await?;
-    let mut found = Vec::new();
-    while let Some(key) = iter.next().await {
-        found.push(key?);
-    }
-    Ok(found)
+    Ok(flash_core::redis::scan_keys(&mut redis.clone(), pattern).await?)
 }

@@ -15,7 +15,7 @@ use chrono::Utc;
 use flash_core::{
     config::{NatsArgs, RedisArgs},
     domain::{MemberId, Role},
-    redis::Keys,
+    redis::{Keys, scan_keys},
     sale_gate::{self, Arm, SaleMeta},
 };
 use http::Method;
@@ -225,9 +225,9 @@ async fn clean_up(
         .await
         .context("purging the bench's tickets")?;
     let mut conn = redis.clone();
-    let sale_keys = scan(&mut conn, &format!("{}{{sale:{sale}}}*", keys.prefix())).await?;
+    let sale_keys = scan_keys(&mut conn, &format!("{}{{sale:{sale}}}*", keys.prefix())).await?;
     // The door lists the sale under its ticket-id tag; that set may hold other sales too.
-    for tag_set in scan(&mut conn, &format!("{}sale-tag:*", keys.prefix())).await? {
+    for tag_set in scan_keys(&mut conn, &format!("{}sale-tag:*", keys.prefix())).await? {
         redis::cmd("SREM")
             .arg(tag_set)
             .arg(sale.to_string())
@@ -241,20 +241,4 @@ async fn clean_up(
             .await?;
     }
     Ok(())
-}
-
-/// Every key matching `pattern`, a thousand keys a round trip.
-async fn scan(
-    conn: &mut redis::aio::ConnectionManager,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let options = redis::ScanOptions::default()
-        .with_pattern(pattern)
-        .with_count(1000);
-    let mut iter = redis::AsyncCommands::scan_options::<String>(conn, options).await?;
-    let mut found = Vec::new();
-    while let Some(key) = futures::StreamExt::next(&mut iter).await {
-        found.push(key?);
-    }
-    Ok(found)
 }

@@ -343,14 +343,7 @@ async fn clear_redis(redis: &RedisArgs, id: &str) -> anyhow::Result<()> {
     let conn = flash_core::redis::connect(redis).await?;
     let mut conn = conn.clone();
     let pattern = format!("bench:{id}:*");
-    let keys: Vec<String> = {
-        let mut iter = redis::AsyncCommands::scan_match::<_, String>(&mut conn, &pattern).await?;
-        let mut found = Vec::new();
-        while let Some(key) = iter.next().await {
-            found.push(key?);
-        }
-        found
-    };
+    let keys = flash_core::redis::scan_keys(&mut conn, &pattern).await?;
     for chunk in keys.chunks(1000) {
         redis::cmd("DEL")
             .arg(chunk)
