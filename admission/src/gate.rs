@@ -237,14 +237,15 @@ impl Gate {
         Ok(())
     }
 
-    /// The sales whose tickets carry `tag`: from memory while fresh, else from Redis.
-    async fn sales_tagged(&self, tag: u32, reread: bool) -> redis::RedisResult<Vec<Uuid>> {
+    /// The sales whose tickets carry `tag`, and whether they came from memory (fresh ones do,
+    /// unless `reread`) rather than from Redis.
+    async fn sales_tagged(&self, tag: u32, reread: bool) -> redis::RedisResult<(Vec<Uuid>, bool)> {
         if !reread
             && let Some(known) = lock(&self.tags)
                 .get(&tag)
                 .filter(|t| t.read_at.elapsed() < TAGS_FRESH_FOR)
         {
-            return Ok(known.sales.clone());
+            return Ok((known.sales.clone(), true));
         }
         let mut conn = self.redis.clone();
         let members: Vec<String> = redis::cmd("SMEMBERS")
@@ -263,7 +264,7 @@ impl Gate {
                 read_at: Instant::now(),
             },
         );
-        Ok(sales)
+        Ok((sales, false))
     }
 
     /// Decides an entry of `member` into `sale` (one round trip).
@@ -347,11 +348,26 @@ impl Gate {
         let Some(tag) = ticket_id::ticket_tag(ticket) else {
             return Ok(None);
         };
-        for reread in [false, true] {
-            for sale in self.sales_tagged(tag, reread).await? {
-                if let Some(state) = self.ticket_in(sale, ticket).await? {
-                    return Ok(Some(state));
-                }
+        let (sales, remembered) = self.sales_tagged(tag, false).await?;
+        if let Some(state) = self.ticket_in_any(&sales, ticket).await? {
+            return Ok(Some(state));
+        }
+        if !remembered {
+            return Ok(None);
+        }
+        let (sales, _) = self.sales_tagged(tag, true).await?;
+        self.ticket_in_any(&sales, ticket).await
+    }
+
+    /// The ticket's state in the first of `sales` that holds it.
+    async fn ticket_in_any(
+        &self,
+        sales: &[Uuid],
+        ticket: Uuid,
+    ) -> redis::RedisResult<Option<TicketState>> {
+        for sale in sales {
+            if let Some(state) = self.ticket_in(*sale, ticket).await? {
+                return Ok(Some(state));
             }
         }
         Ok(None)
