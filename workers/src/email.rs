@@ -157,10 +157,15 @@ impl Emails {
             return Ok(Vec::new());
         }
         let rendered: Vec<_> = jobs.iter().map(|(_, job)| render(&job.message)).collect();
-        // INVARIANT: each email is recorded once and sent at most once.
+        // INVARIANT: each email is recorded once and sent at most once. A member deleted since
+        // the job was queued is recorded as none (as `on delete set null` would have left it),
+        // so one such job cannot fail the whole batch on the foreign key.
         sqlx::query(
             "insert into emails (email_id, member_id, to_address, kind, subject)
-             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+             select t.id, m.member_id, t.address, t.kind, t.subject
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+                  as t(id, member, address, kind, subject)
+             left join members m on m.member_id = t.member
              on conflict (email_id) do nothing",
         )
         .bind(jobs.iter().map(|(_, j)| j.email_id).collect::<Vec<_>>())

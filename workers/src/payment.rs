@@ -317,16 +317,24 @@ impl<P: PaymentProvider> Payments<P> {
     /// charge. One transaction.
     async fn record(&self, charges: &[Charge], orders: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
         let mut tx = self.db.begin().await?;
-        // INVARIANT: one payment per order.
+        // INVARIANT: one payment per order. A job for an order that does not exist gets no row,
+        // so it is not charged and cannot fail the whole batch on the foreign key.
         sqlx::query(
             "insert into payments (payment_id, order_id, idempotency_key, amount_cents, currency)
-             select id, o, o::text, a, c from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) as t(id, o, a, c)
+             select t.id, t.o, t.o::text, t.a, t.c
+             from unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) as t(id, o, a, c)
+             join orders o on o.order_id = t.o
              order by t.o on conflict (order_id) do nothing",
         )
         .bind(charges.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(charges.iter().map(|c| c.order).collect::<Vec<_>>())
         .bind(charges.iter().map(|c| c.amount_cents).collect::<Vec<_>>())
-        .bind(charges.iter().map(|c| c.currency.as_str()).collect::<Vec<_>>())
+        .bind(
+            charges
+                .iter()
+                .map(|c| c.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
         let voided = sqlx::query(

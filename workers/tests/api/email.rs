@@ -85,7 +85,9 @@ async fn one_batch_records_and_sends_each_email_once(db: PgPool) {
     let env = Env::new(db, 1, 1).await;
     let folder = std::env::temp_dir().join(format!("mail-{}", Uuid::new_v4()));
     let emails = env.emails(Delivery::Folder(folder.clone()), 3).await;
-    let jobs: Vec<EmailJob> = (0..5).map(|_| job()).collect();
+    let mut jobs: Vec<EmailJob> = (0..5).map(|_| job()).collect();
+    // A member deleted since the job was queued must not hold up the batch.
+    jobs[1].member_id = Some(flash_core::domain::MemberId::new());
     for (i, job) in jobs.iter().enumerate() {
         publish(&env, job, &format!("job-{i}")).await;
     }
@@ -117,6 +119,11 @@ async fn one_batch_records_and_sends_each_email_once(db: PgPool) {
         vec![("sent".to_owned(), 1); 5],
         "recorded and sent once each"
     );
+    let members: i64 = sqlx::query_scalar("select count(member_id) from emails")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(members, 0, "the deleted member is recorded as none");
     std::fs::remove_dir_all(&folder).unwrap();
     env.cleanup().await;
 }

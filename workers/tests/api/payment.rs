@@ -244,3 +244,23 @@ async fn one_batch_of_declines_cancels_each_order_and_returns_each_unit_once(db:
     assert_eq!(emails(&env).await, vec!["payment_failed"; 6]);
     env.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_charge_for_an_unknown_order_does_not_hold_up_its_batch(db: PgPool) {
+    let env = Env::new(db, 10, 1).await;
+    let orders = ordered_batch(&env, 3).await;
+    redeliver(&env, Uuid::new_v4()).await;
+    let payments = env.payments(0.0, 0.0, 5).await;
+
+    run_payments(&payments).await;
+
+    for order in &orders {
+        assert_eq!(order_status(&env, *order).await, "paid");
+    }
+    assert_eq!(
+        payments.provider().charges_made(),
+        3,
+        "the unknown order is not charged"
+    );
+    env.cleanup().await;
+}
