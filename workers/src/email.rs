@@ -214,20 +214,15 @@ impl Emails {
         }))
         .await;
         let mut sent = Vec::new();
-        let mut retry = Vec::new();
+        let mut failed = Vec::new();
         for ((i, job, _), outcome) in to_send.iter().zip(delivered) {
             match outcome {
                 Ok(()) => sent.push(job.email_id),
-                Err(err) => {
-                    let tries = messages[*i].info().map(|i| i.delivered).unwrap_or(1);
-                    if self.give_up(job.email_id, tries, &err).await? {
-                        continue;
-                    }
-                    tracing::warn!(error.cause_chain = ?err, error.message = %err, email_id = %job.email_id, "delivering an email failed; it will be retried");
-                    retry.push(*i);
-                }
+                Err(err) => failed.push((*i, job.email_id, err)),
             }
         }
+        // Mark what went out first: should a later statement fail, the batch is retried, and
+        // these must not be sent again.
         sqlx::query(
             "update emails set status = 'sent', sent_at = now(), attempts = attempts + 1
              where email_id = any($1) and status = 'pending'",
@@ -237,6 +232,14 @@ impl Emails {
         .await?;
         metrics::counter!("flash_workers_emails_total", "outcome" => "sent")
             .increment(sent.len() as u64);
+        let mut retry = Vec::new();
+        for (i, email, err) in failed {
+            let tries = messages[i].info().map(|i| i.delivered).unwrap_or(1);
+            if !self.give_up(email, tries, &err).await? {
+                tracing::warn!(error.cause_chain = ?err, error.message = %err, email_id = %email, "delivering an email failed; it will be retried");
+                retry.push(i);
+            }
+        }
         Ok(retry)
     }
 
