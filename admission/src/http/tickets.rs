@@ -307,7 +307,6 @@ pub(crate) async fn my_ticket(
     member: AuthMember,
     Path(sale): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found(format!("you hold no ticket in sale {sale}"));
     let ticket = match state.gate.member_ticket(sale, member.member_id).await? {
         Some(ticket) => Some(ticket),
         // Before the start no order can exist: arrivals in the waiting room never reach
@@ -332,7 +331,8 @@ pub(crate) async fn my_ticket(
             .await?
         }
     };
-    let ticket = ticket.ok_or_else(not_found)?;
+    let ticket =
+        ticket.ok_or_else(|| ApiError::not_found(format!("you hold no ticket in sale {sale}")))?;
     let body = load_ticket(&state, ticket, &member).await?;
     Ok(ticket_response(StatusCode::OK, body))
 }
