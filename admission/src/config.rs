@@ -46,8 +46,9 @@ pub struct Config {
     #[arg(long, env = "QUEUE_MAX_DEPTH", default_value_t = 1_000_000)]
     pub queue_max_depth: u64,
     /// Verified access tokens remembered (0: verify every request). A buyer polls with one
-    /// token many times; a remembered token skips the EdDSA check and re-asks the denylist at
-    /// most every 500 ms, so logout still takes effect within a second.
+    /// token many times; a remembered token skips the EdDSA check, and the denylist's pub/sub
+    /// feed tells of its logout, so it is asked about in Redis again only while the feed is
+    /// down (then at most every 500 ms). Either way logout takes effect within a second.
     #[arg(long, env = "TOKEN_CACHE_SIZE", default_value_t = 200_000)]
     pub token_cache_size: usize,
     /// Longest `GET /tickets/{id}?wait=` may hold a request, in seconds.

@@ -19,7 +19,7 @@ mod ticket_id;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flash_core::{
-    auth::{Authenticator, Denylist, JwtVerifier},
+    auth::{Authenticator, Denylist, DenylistFeed, JwtVerifier},
     http::{Readiness, Server},
     nats::Subjects,
     redis::Keys,
@@ -29,13 +29,21 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-fn authenticator(verifier: JwtVerifier, denylist: Denylist, cache_size: usize) -> Authenticator {
+/// The door's authenticator: with a token cache, it also follows the denylist's feed, so a
+/// remembered token costs no Redis round trip while the feed vouches for it.
+fn authenticator(
+    verifier: JwtVerifier,
+    denylist: Denylist,
+    config: &Config,
+    keys: &Keys,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Authenticator> {
     let auth = Authenticator::new(verifier, denylist);
-    if cache_size == 0 {
-        auth
-    } else {
-        auth.with_cache(cache_size)
+    if config.token_cache_size == 0 {
+        return Ok(auth);
     }
+    let feed = DenylistFeed::start(&config.redis.redis_url, keys, shutdown.clone())?;
+    Ok(auth.with_cache(config.token_cache_size).with_feed(feed))
 }
 
 /// A started (bound, connected, migrated) front door, ready to serve.
@@ -96,8 +104,10 @@ impl App {
             auth: Arc::new(authenticator(
                 verifier,
                 Denylist::new(redis.clone(), keys.clone()),
-                config.token_cache_size,
-            )),
+                &config,
+                &keys,
+                &shutdown,
+            )?),
             gate: gate::Gate::new(redis.clone(), keys),
             queue: queue.clone(),
             limits: Arc::clone(&limits),

@@ -185,4 +185,10 @@ impl Keys {
     pub fn denied_session(&self, sid: Uuid) -> String {
         format!("{}deny:sid:{sid}", self.prefix)
     }
+
+    /// The pub/sub channel on which every denial is announced as it is written, so a service
+    /// that mirrors the denylist hears of a logout without asking Redis on each request.
+    pub fn denylist_channel(&self) -> String {
+        format!("{}deny:feed", self.prefix)
+    }
 }

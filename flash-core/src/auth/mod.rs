@@ -4,6 +4,7 @@
 //! service verifies with the public key alone. A logged-out token's `jti` sits on a Redis
 //! denylist, which every service checks, so logout takes effect everywhere at once.
 
+mod denylist;
 pub mod keys;
 
 use std::{
@@ -18,15 +19,15 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use denylist::{Denylist, DenylistFeed};
 
 use crate::{
     config::JwtVerifyArgs,
     domain::{MemberId, Role},
     problem::{ApiError, ProblemType},
-    redis::Keys,
 };
 
 /// The claims of an access token.
@@ -113,63 +114,9 @@ impl JwtVerifier {
     }
 }
 
-/// The Redis denylist of logged-out access tokens.
-#[derive(Clone)]
-pub struct Denylist {
-    redis: ConnectionManager,
-    keys: Keys,
-}
-
-impl Denylist {
-    /// A denylist stored in `redis` under `keys`' prefix.
-    pub fn new(redis: ConnectionManager, keys: Keys) -> Self {
-        Self { redis, keys }
-    }
-
-    /// Refuses the token with `jti` until `expires_at` (Unix seconds), after which its own
-    /// expiry refuses it and the entry can vanish.
-    ///
-    /// # Errors
-    /// When Redis is unreachable; the caller must not report the logout as done.
-    pub async fn deny_token(&self, jti: Uuid, expires_at: i64) -> redis::RedisResult<()> {
-        self.set_until(self.keys.denied_token(jti), expires_at)
-            .await
-    }
-
-    /// Refuses every access token of session `sid` minted up to now, until `until` (Unix
-    /// seconds; the latest expiry of such a token).
-    ///
-    /// # Errors
-    /// When Redis is unreachable.
-    pub async fn deny_session(&self, sid: Uuid, until: i64) -> redis::RedisResult<()> {
-        self.set_until(self.keys.denied_session(sid), until).await
-    }
-
-    async fn set_until(&self, key: String, until: i64) -> redis::RedisResult<()> {
-        let now = chrono::Utc::now().timestamp();
-        // Keep the entry a little past expiry to cover the verifier's clock leeway.
-        let ttl = u64::try_from(until - now).unwrap_or(0) + 10;
-        let mut redis = self.redis.clone();
-        redis.set_ex::<_, _, ()>(key, 1u8, ttl).await
-    }
-
-    /// Whether the token (by `jti`) or its session (by `sid`) was logged out; one round trip.
-    ///
-    /// # Errors
-    /// When Redis is unreachable; callers fail closed (503), never open.
-    pub async fn is_denied(&self, claims: &Claims) -> redis::RedisResult<bool> {
-        let mut redis = self.redis.clone();
-        let keys = [
-            self.keys.denied_token(claims.jti),
-            self.keys.denied_session(claims.sid),
-        ];
-        let found: u32 = redis.exists(&keys).await?;
-        Ok(found > 0)
-    }
-}
-
-/// How long a cached "not logged out" answer is trusted. DESIGN.md promises that a logged-out
-/// token is refused by every service within one second; half of that leaves room for clocks.
+/// How long a cached "not logged out" answer is trusted when no [`DenylistFeed`] vouches for it.
+/// DESIGN.md promises that a logged-out token is refused by every service within one second;
+/// half of that leaves room for clocks.
 pub const DENYLIST_RECHECK: Duration = Duration::from_millis(500);
 
 /// Verifier plus denylist: everything a service needs to authenticate a request.
@@ -177,6 +124,7 @@ pub struct Authenticator {
     verifier: JwtVerifier,
     denylist: Denylist,
     cache: Option<TokenCache>,
+    feed: Option<DenylistFeed>,
 }
 
 /// Tokens already verified, so a buyer polling with one token pays the EdDSA check once.
@@ -191,6 +139,9 @@ struct CachedToken {
     claims: Claims,
     /// When the denylist last said this token was not logged out.
     allowed_at: Instant,
+    /// The feed generation that was live when that was asked: while it still is, every later
+    /// logout of this token would have been heard.
+    vouched_by: Option<u64>,
 }
 
 impl Authenticator {
@@ -200,6 +151,7 @@ impl Authenticator {
             verifier,
             denylist,
             cache: None,
+            feed: None,
         }
     }
 
@@ -212,6 +164,15 @@ impl Authenticator {
             capacity,
             entries: Mutex::new(HashMap::new()),
         });
+        self
+    }
+
+    /// Also follows the denylist's announcements. A remembered token is then re-checked with
+    /// Redis only when the feed was down at its last check or has broken since, instead of
+    /// every [`DENYLIST_RECHECK`]; a logout the feed hears refuses the token at once.
+    #[must_use]
+    pub fn with_feed(mut self, feed: DenylistFeed) -> Self {
+        self.feed = Some(feed);
         self
     }
 
@@ -238,7 +199,12 @@ impl Authenticator {
                 cache.remove(token);
                 return Err(ApiError::unauthorized(TokenError::Expired.to_string()));
             }
-            if now.duration_since(entry.allowed_at) < DENYLIST_RECHECK {
+            if self.feed_denies(&entry.claims) {
+                cache.remove(token);
+                return Err(revoked());
+            }
+            let vouched = entry.vouched_by.is_some() && entry.vouched_by == self.live_generation();
+            if vouched || now.duration_since(entry.allowed_at) < DENYLIST_RECHECK {
                 return Ok(entry.claims.clone());
             }
         }
@@ -246,6 +212,8 @@ impl Authenticator {
             Some(entry) => entry.claims,
             None => self.verify(token)?,
         };
+        // Read before asking Redis: a logout after this point is announced to this generation.
+        let vouched_by = self.live_generation();
         let claims = self
             .allowed(claims)
             .await
@@ -255,9 +223,18 @@ impl Authenticator {
             CachedToken {
                 claims: claims.clone(),
                 allowed_at: now,
+                vouched_by,
             },
         );
         Ok(claims)
+    }
+
+    fn live_generation(&self) -> Option<u64> {
+        self.feed.as_ref().and_then(DenylistFeed::live_generation)
+    }
+
+    fn feed_denies(&self, claims: &Claims) -> bool {
+        self.feed.as_ref().is_some_and(|feed| feed.denies(claims))
     }
 
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {
@@ -267,11 +244,15 @@ impl Authenticator {
     }
 
     async fn allowed(&self, claims: Claims) -> Result<Claims, ApiError> {
-        if self.denylist.is_denied(&claims).await? {
-            return Err(ApiError::unauthorized("access token was revoked by logout"));
+        if self.feed_denies(&claims) || self.denylist.is_denied(&claims).await? {
+            return Err(revoked());
         }
         Ok(claims)
     }
+}
+
+fn revoked() -> ApiError {
+    ApiError::unauthorized("access token was revoked by logout")
 }
 
 impl TokenCache {

@@ -1,0 +1,327 @@
+//! The Redis denylist of logged-out access tokens, and a feed that mirrors it in memory.
+//!
+//! Every denial is written and announced on a pub/sub channel in one `MULTI`. A service that
+//! follows the channel ([`DenylistFeed`]) learns of a logout as it happens, so it can trust a
+//! token it checked earlier without asking Redis again on every request: the front door's
+//! polls and entries then cost one Redis round trip less. Trust lasts only while the
+//! subscription is provably unbroken; a feed that lost it, even for a moment, sends its callers
+//! back to asking Redis.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures::StreamExt;
+use redis::{AsyncCommands, aio::ConnectionManager};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Claims;
+use crate::redis::Keys;
+
+/// The Redis denylist of logged-out access tokens.
+#[derive(Clone)]
+pub struct Denylist {
+    redis: ConnectionManager,
+    keys: Keys,
+}
+
+/// What a denial names: one token, or every token of a login session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Denied {
+    Token(Uuid),
+    Session(Uuid),
+}
+
+impl Denied {
+    /// The announcement on the feed: `jti <id> <until>` or `sid <id> <until>`.
+    fn message(self, until: i64) -> String {
+        match self {
+            Self::Token(jti) => format!("jti {jti} {until}"),
+            Self::Session(sid) => format!("sid {sid} {until}"),
+        }
+    }
+
+    fn parse(message: &str) -> Option<(Self, i64)> {
+        let mut parts = message.split(' ');
+        let kind = parts.next()?;
+        let id = parts.next()?.parse().ok()?;
+        let until = parts.next()?.parse().ok()?;
+        let denied = match kind {
+            "jti" => Self::Token(id),
+            "sid" => Self::Session(id),
+            _ => return None,
+        };
+        parts.next().is_none().then_some((denied, until))
+    }
+}
+
+impl Denylist {
+    /// A denylist stored in `redis` under `keys`' prefix.
+    pub fn new(redis: ConnectionManager, keys: Keys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Refuses the token with `jti` until `expires_at` (Unix seconds), after which its own
+    /// expiry refuses it and the entry can vanish.
+    ///
+    /// # Errors
+    /// When Redis is unreachable; the caller must not report the logout as done.
+    pub async fn deny_token(&self, jti: Uuid, expires_at: i64) -> redis::RedisResult<()> {
+        self.deny(self.keys.denied_token(jti), Denied::Token(jti), expires_at)
+            .await
+    }
+
+    /// Refuses every access token of session `sid` minted up to now, until `until` (Unix
+    /// seconds; the latest expiry of such a token).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn deny_session(&self, sid: Uuid, until: i64) -> redis::RedisResult<()> {
+        self.deny(self.keys.denied_session(sid), Denied::Session(sid), until)
+            .await
+    }
+
+    async fn deny(&self, key: String, denied: Denied, until: i64) -> redis::RedisResult<()> {
+        let now = chrono::Utc::now().timestamp();
+        // Keep the entry a little past expiry to cover the verifier's clock leeway.
+        let ttl = u64::try_from(until - now).unwrap_or(0) + 10;
+        let mut redis = self.redis.clone();
+        // One transaction: whoever reads the key after it is written also hears the news.
+        redis::pipe()
+            .atomic()
+            .set_ex(key, 1u8, ttl)
+            .ignore()
+            .publish(self.keys.denylist_channel(), denied.message(until))
+            .ignore()
+            .query_async(&mut redis)
+            .await
+    }
+
+    /// Whether the token (by `jti`) or its session (by `sid`) was logged out; one round trip.
+    ///
+    /// # Errors
+    /// When Redis is unreachable; callers fail closed (503), never open.
+    pub async fn is_denied(&self, claims: &Claims) -> redis::RedisResult<bool> {
+        let mut redis = self.redis.clone();
+        let keys = [
+            self.keys.denied_token(claims.jti),
+            self.keys.denied_session(claims.sid),
+        ];
+        let found: u32 = redis.exists(&keys).await?;
+        Ok(found > 0)
+    }
+}
+
+/// How often the feed proves its subscription alive with a `PING` on it.
+const FEED_PING_EVERY: Duration = Duration::from_millis(200);
+
+/// How long a feed that has not heard Redis stays trusted. With the ping above, a subscription
+/// that silently stopped delivering is distrusted within this, well inside the second in which
+/// DESIGN.md promises a logout reaches every service.
+const FEED_TRUSTED_FOR: Duration = Duration::from_millis(600);
+
+/// How long to wait before subscribing again after the subscription broke.
+const FEED_RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
+
+/// An in-memory mirror of the denylist, fed by its pub/sub channel.
+///
+/// Each unbroken subscription is one *generation*. A caller that asked Redis about a token
+/// while generation `g` was live may trust that answer for as long as `g` stays live: any
+/// denial written after the answer was announced on the channel and heard here. A new
+/// generation knows nothing of what was announced while no subscription was up, so answers
+/// from earlier generations are worth nothing in it.
+#[derive(Clone)]
+pub struct DenylistFeed {
+    inner: Arc<FeedState>,
+}
+
+struct FeedState {
+    /// The live generation, or 0 while no subscription is up.
+    generation: AtomicU64,
+    /// When Redis last answered on the subscription, in milliseconds since `epoch`.
+    heard_at_ms: AtomicU64,
+    epoch: Instant,
+    /// Denials announced during any generation, until their own expiry (Unix seconds).
+    denied: Mutex<HashMap<Denied, i64>>,
+}
+
+impl DenylistFeed {
+    /// Subscribes to the denylist channel of `keys` on the Redis at `redis_url`, and keeps
+    /// subscribing again whenever the subscription breaks, until `shutdown`.
+    ///
+    /// # Errors
+    /// When `redis_url` is not a Redis URL.
+    pub fn start(
+        redis_url: &str,
+        keys: &Keys,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(redis_url)
+            .with_context(|| format!("invalid REDIS_URL {}", crate::db::redact(redis_url)))?;
+        let feed = Self {
+            inner: Arc::new(FeedState {
+                generation: AtomicU64::new(0),
+                heard_at_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+                denied: Mutex::new(HashMap::new()),
+            }),
+        };
+        tokio::spawn(
+            feed.clone()
+                .follow_forever(client, keys.denylist_channel(), shutdown),
+        );
+        Ok(feed)
+    }
+
+    /// The generation that is live now, if a subscription is up and Redis answered on it
+    /// within [`FEED_TRUSTED_FOR`].
+    pub fn live_generation(&self) -> Option<u64> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let heard_at = self.inner.heard_at_ms.load(Ordering::Acquire);
+        let silent_for = self.inner.now_ms().saturating_sub(heard_at);
+        (generation != 0 && silent_for <= millis(FEED_TRUSTED_FOR)).then_some(generation)
+    }
+
+    /// Whether a denial of the token or of its session has been heard.
+    pub fn denies(&self, claims: &Claims) -> bool {
+        let denied = self.inner.lock();
+        denied.contains_key(&Denied::Token(claims.jti))
+            || denied.contains_key(&Denied::Session(claims.sid))
+    }
+
+    async fn follow_forever(
+        self,
+        client: redis::Client,
+        channel: String,
+        shutdown: CancellationToken,
+    ) {
+        let mut generation = 0;
+        loop {
+            generation += 1;
+            let broken = tokio::select! {
+                () = shutdown.cancelled() => return,
+                broken = self.follow(&client, &channel, generation) => broken,
+            };
+            self.inner.generation.store(0, Ordering::Release);
+            metrics::gauge!("flash_auth_denylist_feed_live").set(0.0);
+            tracing::warn!(error = %broken, "the denylist feed broke; every token is checked with Redis until it is back");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(FEED_RESUBSCRIBE_AFTER) => {}
+            }
+        }
+    }
+
+    /// Follows one subscription until it breaks, which is the only way it returns.
+    async fn follow(
+        &self,
+        client: &redis::Client,
+        channel: &str,
+        generation: u64,
+    ) -> anyhow::Error {
+        let subscribed = tokio::time::timeout(FEED_TRUSTED_FOR, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        })
+        .await;
+        let pubsub = match subscribed {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(err)) => return anyhow::Error::from(err).context("subscribing"),
+            Err(_) => return anyhow::anyhow!("subscribing timed out"),
+        };
+        let (mut sink, mut messages) = pubsub.split();
+        // Live only once Redis confirmed the subscription: from here on, no denial is missed.
+        self.inner.heard();
+        self.inner.generation.store(generation, Ordering::Release);
+        metrics::gauge!("flash_auth_denylist_feed_live").set(1.0);
+        let mut ping = tokio::time::interval(FEED_PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => self.inner.hear(&message),
+                    None => return anyhow::anyhow!("the subscription closed"),
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(FEED_TRUSTED_FOR, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => self.inner.heard(),
+                        Ok(Err(err)) => return anyhow::Error::from(err).context("pinging"),
+                        Err(_) => return anyhow::anyhow!("a ping went unanswered"),
+                    }
+                    self.inner.forget_expired();
+                }
+            }
+        }
+    }
+}
+
+impl FeedState {
+    fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    fn heard(&self) {
+        self.heard_at_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn hear(&self, message: &redis::Msg) {
+        let Ok(text) = message.get_payload::<String>() else {
+            return;
+        };
+        match Denied::parse(&text) {
+            Some((denied, until)) => {
+                self.lock().insert(denied, until);
+            }
+            None => tracing::warn!(message = %text, "ignoring a malformed denylist announcement"),
+        }
+    }
+
+    fn forget_expired(&self) {
+        // The verifier's leeway lets a token live a few seconds past `exp`; so does its denial.
+        let now = chrono::Utc::now().timestamp() - 10;
+        self.lock().retain(|_, until| *until >= now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Denied, i64>> {
+        // Each operation is a single HashMap call, so a poisoned lock is still consistent.
+        self.denied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_round_trips_and_garbage_is_refused() {
+        let id = Uuid::new_v4();
+        for denied in [Denied::Token(id), Denied::Session(id)] {
+            assert_eq!(Denied::parse(&denied.message(42)), Some((denied, 42)));
+        }
+        for garbage in [
+            "",
+            "jti",
+            "jti x 1",
+            "sid {id} x",
+            "aud {id} 1",
+            "jti {id} 1 2",
+        ] {
+            let garbage = garbage.replace("{id}", &id.to_string());
+            assert_eq!(Denied::parse(&garbage), None, "{garbage}");
+        }
+    }
+}
