@@ -1,7 +1,7 @@
 //! The HTTP plumbing every service shares: the middleware stack, the problem+json fallbacks,
 //! `/healthz` `/readyz` `/metrics`, and serving with graceful shutdown.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -117,7 +117,10 @@ fn request_span(request: &Request) -> tracing::Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    // The path names the sale or ticket a request is about, so a handler needs no span of its
+    // own for its log lines to say which.
+    let path = request.uri().path();
+    tracing::info_span!("request", method = %request.method(), route, path, request_id)
 }
 
 async fn route_not_found() -> ApiError {
@@ -231,7 +234,8 @@ pub fn ops_router(readiness: Readiness) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(readiness)
+        // axum clones the state for every request: one Arc, not three clients.
+        .with_state(Arc::new(readiness))
 }
 
 async fn healthz() -> &'static str {
@@ -240,7 +244,7 @@ async fn healthz() -> &'static str {
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn readyz(State(readiness): State<Readiness>) -> Response {
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
     let mut checks = Vec::new();
     if let Some(pool) = &readiness.pg {
         let outcome = within_timeout(sqlx::query("select 1").execute(pool)).await;

@@ -33,8 +33,9 @@ async fn health_readiness_and_metrics_answer(db: PgPool) {
     assert_eq!(checks, ["postgres", "redis", "nats"]);
     assert!(metrics.contains("flash_member_signups_total"), "{metrics}");
     assert!(
-        metrics
-            .contains(r#"flash_http_requests_total{method="POST",route="/members",status="201"}"#),
+        metrics.contains(
+            r#"flash_http_request_duration_seconds_count{method="POST",route="/members",status="201"}"#
+        ),
         "{metrics}"
     );
     app.teardown().await;
