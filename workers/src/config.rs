@@ -33,6 +33,12 @@ pub struct Config {
     /// PostgreSQL transaction (~100 rows per transaction is where PostgreSQL shines here).
     #[arg(long, env = "DRAIN_BATCH_SIZE", default_value_t = 256)]
     pub drain_batch_size: usize,
+    /// Drain loops per process. While one holds a sale's row lock in its transaction, another
+    /// fetches and prepares the next batch and the first acks and updates the waiting room
+    /// after its commit, so the lock, the sale's real limit, is seldom idle.
+    #[arg(long, env = "DRAIN_CONCURRENCY", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub drain_concurrency: u16,
     /// How long a fetch waits for tickets before working with what it has.
     #[arg(long, env = "DRAIN_FETCH_WAIT_MS", default_value_t = 200)]
     pub drain_fetch_wait_ms: u64,
@@ -143,5 +149,17 @@ mod tests {
         assert_eq!(some.roles, vec![Role::Drain, Role::Payments]);
         let err = Config::try_parse_from(["workers", "--roles", "drain,charge"]).unwrap_err();
         assert!(err.to_string().contains("charge"), "{err}");
+    }
+
+    #[test]
+    fn the_drain_runs_two_loops_by_default_and_at_least_one() {
+        assert_eq!(
+            Config::try_parse_from(["workers"])
+                .unwrap()
+                .drain_concurrency,
+            2
+        );
+        let err = Config::try_parse_from(["workers", "--drain-concurrency", "0"]).unwrap_err();
+        assert!(err.to_string().contains('0'), "{err}");
     }
 }

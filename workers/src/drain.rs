@@ -477,6 +477,46 @@ redis.call('HSET', KEYS[2], 'start', now, 'count', ARGV[1])
 redis.call('EXPIRE', KEYS[2], 60)
 return 1";
 
+/// What the database knows of a ticket before it is decided.
+#[derive(sqlx::FromRow)]
+struct KnownTicket {
+    ticket_id: Uuid,
+    member_id: Uuid,
+    /// The order a redelivered ticket already has.
+    order_id: Option<Uuid>,
+    member_exists: bool,
+    /// Live orders the member already holds in the sale.
+    live_orders: i32,
+}
+
+/// One round trip for every ticket of the batch. Each lookup is a scalar subquery, so it is
+/// an index probe per ticket whatever the statistics say: a sale grows by thousands of orders
+/// within seconds, and a join planned from its statistics scanned all of the sale's
+/// entitlements (and, in a young database, all its orders) for every batch.
+async fn known_tickets(
+    conn: &mut PgConnection,
+    sale: Uuid,
+    items: &[(jetstream::Message, TicketMessage)],
+) -> sqlx::Result<Vec<KnownTicket>> {
+    let tickets: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
+    let members: Vec<Uuid> = items.iter().map(|(_, t)| t.member_id.get()).collect();
+    sqlx::query_as(
+        "select u.ticket_id, u.member_id,
+                (select o.order_id from orders o where o.ticket_id = u.ticket_id) as order_id,
+                coalesce((select true from members m where m.member_id = u.member_id), false)
+                    as member_exists,
+                coalesce((select e.live_orders from flash_sale_entitlements e
+                          where e.flash_sale_id = $1 and e.member_id = u.member_id), 0)
+                    as live_orders
+         from unnest($2::uuid[], $3::uuid[]) as u(ticket_id, member_id)",
+    )
+    .bind(sale)
+    .bind(&tickets)
+    .bind(&members)
+    .fetch_all(&mut *conn)
+    .await
+}
+
 /// Decides every ticket of one sale's share of a batch, inside `conn`'s transaction.
 async fn decide(
     conn: &mut PgConnection,
@@ -503,30 +543,16 @@ async fn decide(
         }
         return Ok(fates);
     };
-    let tickets: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
-    // A redelivered ticket already has its order.
-    let existing: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("select ticket_id, order_id from orders where ticket_id = any($1)")
-            .bind(&tickets)
-            .fetch_all(&mut *conn)
-            .await?;
-    for (ticket, order) in existing {
-        fates.insert(ticket, Fate::Ordered(order));
+    let mut holding = HashMap::new();
+    for known in known_tickets(conn, sale, items).await? {
+        // A redelivered ticket already has its order.
+        if let Some(order) = known.order_id {
+            fates.insert(known.ticket_id, Fate::Ordered(order));
+        }
+        if known.member_exists {
+            holding.insert(known.member_id, known.live_orders);
+        }
     }
-    let members: Vec<Uuid> = items.iter().map(|(_, t)| t.member_id.get()).collect();
-    // Members that exist, with the live orders they already hold in this sale.
-    let mut holding: HashMap<Uuid, i32> = sqlx::query_as::<_, (Uuid, i32)>(
-        "select m.member_id, coalesce(e.live_orders, 0)
-         from members m
-         left join flash_sale_entitlements e on e.flash_sale_id = $1 and e.member_id = m.member_id
-         where m.member_id = any($2)",
-    )
-    .bind(sale)
-    .bind(&members)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
 
     let mut left = if row.cancelled_at.is_some() {
         0

@@ -18,7 +18,7 @@ mod payment;
 mod reconciler;
 mod waitlist;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flash_core::{
     http::{Readiness, Server},
@@ -44,6 +44,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub struct App {
     server: Server,
     drainer: Drainer,
+    drain_concurrency: u16,
     reconciler: Reconciler,
     promoter: Promoter,
     relay: Relay,
@@ -167,6 +168,7 @@ impl App {
         Ok(Self {
             server,
             drainer,
+            drain_concurrency: config.drain_concurrency,
             reconciler,
             promoter,
             relay,
@@ -199,6 +201,7 @@ impl App {
         let Self {
             server,
             drainer,
+            drain_concurrency,
             reconciler,
             promoter,
             relay,
@@ -214,10 +217,13 @@ impl App {
         let runs = |role| roles.contains(&role);
         let mut tasks = Vec::new();
         if runs(Role::Drain) {
-            let stop = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                repeat(&stop, "drain", || drainer.drain_once()).await;
-            }));
+            let drainer = Arc::new(drainer);
+            for _ in 0..drain_concurrency {
+                let (stop, drainer) = (shutdown.clone(), Arc::clone(&drainer));
+                tasks.push(tokio::spawn(async move {
+                    repeat(&stop, "drain", || drainer.drain_once()).await;
+                }));
+            }
         }
         if runs(Role::Relay) {
             tasks.push(tokio::spawn(relay.run(shutdown.clone())));
