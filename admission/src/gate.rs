@@ -138,8 +138,17 @@ pub(crate) struct TicketState {
     pub(crate) draw_at: Option<DateTime<Utc>>,
 }
 
-/// One poll's read: the ticket hash, the served counter and the drain rate.
-type TicketReply = (HashMap<String, String>, Option<i64>, Option<f64>);
+/// The fields of a ticket's hash a poll reads: member, status, seq, order id, waitlist seq.
+type TicketFields = (
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// One poll's read: the ticket's fields, the served counter and the drain rate.
+type TicketReply = (TicketFields, Option<i64>, Option<f64>);
 
 /// How long a process trusts what it read of a sale's paused flag and start.
 const FLAGS_FRESH_FOR: Duration = Duration::from_millis(250);
@@ -376,16 +385,17 @@ impl Gate {
     /// The ticket's state if it is one of `sale`'s.
     async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
         let mut conn = self.redis.clone();
-        let (fields, served, rate): TicketReply = redis::pipe()
-            .cmd("HGETALL")
+        let ((member, status, seq, order_id, wseq), served, rate): TicketReply = redis::pipe()
+            .cmd("HMGET")
             .arg(self.keys.ticket(sale, ticket))
+            .arg(&["member", "status", "seq", "order_id", "wseq"])
             .cmd("GET")
             .arg(self.keys.sale_served(sale))
             .cmd("GET")
             .arg(self.keys.sale_drain_rate(sale))
             .query_async(&mut conn)
             .await?;
-        let (Some(member), Some(status)) = (fields.get("member"), fields.get("status")) else {
+        let (Some(member), Some(status)) = (member, status) else {
             return Ok(None);
         };
         let Ok(member) = member.parse() else {
@@ -413,19 +423,18 @@ impl Gate {
         Ok(Some(TicketState {
             sale,
             member,
-            status: status.clone(),
-            seq: fields.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
-            order_id: fields.get("order_id").and_then(|s| s.parse().ok()),
+            seq: seq.unwrap_or(0),
+            order_id: order_id.and_then(|o| o.parse().ok()),
             served: served.unwrap_or(0),
             drain_rate: rate.unwrap_or(0.0),
             paused: flags.paused,
-            waitlist_position: (status == "waitlisted")
-                .then(|| fields.get("wseq").and_then(|s| s.parse::<i64>().ok()))
-                .flatten()
+            waitlist_position: wseq
+                .filter(|_| status == "waitlisted")
                 .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
             draw_at: (status == "prequeued")
                 .then(|| flags.starts_at.and_then(DateTime::from_timestamp_millis))
                 .flatten(),
+            status,
         }))
     }
 

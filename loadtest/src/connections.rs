@@ -212,16 +212,16 @@ impl Connection {
             return Ok(None);
         };
         let status = response.code.context("an answer without a status")?;
-        let mut framing = Framing::Length(0);
+        let mut framing = None;
         let mut keep = true;
         for header in response.headers.iter() {
             if header.name.eq_ignore_ascii_case("content-length") {
                 let length = std::str::from_utf8(header.value)?.trim().parse()?;
-                framing = Framing::Length(length);
+                framing = Some(Framing::Length(length));
             } else if header.name.eq_ignore_ascii_case("transfer-encoding")
                 && header.value.eq_ignore_ascii_case(b"chunked")
             {
-                framing = Framing::Chunked;
+                framing = Some(Framing::Chunked);
             } else if header.name.eq_ignore_ascii_case("connection")
                 && header.value.eq_ignore_ascii_case(b"close")
             {
@@ -230,8 +230,11 @@ impl Connection {
         }
         // 1xx, 204 and 304 answers carry no body whatever their headers say.
         if status < 200 || status == 204 || status == 304 {
-            framing = Framing::Length(0);
+            framing = Some(Framing::Length(0));
         }
+        // A body that ends when the connection closes would leave nothing to reuse; the
+        // services always say how long their answers are.
+        let framing = framing.context("an answer with neither Content-Length nor chunks")?;
         let rest = &self.buffer[head..];
         let body = match framing {
             Framing::Length(length) if rest.len() >= length => {
