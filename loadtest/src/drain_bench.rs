@@ -4,9 +4,11 @@
 //! (`flash_bench_<id>`, dropped afterwards) with one sale and as many buyers as tickets, queues
 //! every ticket as the front door would, starts the real `workers` binary that many times on
 //! NATS names of its own (so no other worker sees the tickets), and times the drain until every
-//! unit is ordered.
+//! unit is ordered. Then, with the queue empty, it publishes more tickets at a steady rate and
+//! measures each one's latency from its publish to its order.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
@@ -22,6 +24,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::measure::{Recorder, Summary};
 
 /// Options of the drain benchmark.
 #[derive(clap::Args)]
@@ -43,6 +47,13 @@ pub struct DrainArgs {
     /// measures the drain alone, as when payments and mail run on processes of their own.
     #[arg(long)]
     worker_roles: Option<String>,
+    /// Tickets published at `--paced-rate` after the drain, whose latency from publish to
+    /// order is measured (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    paced_tickets: usize,
+    /// Tickets per second of the paced phase.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    paced_rate: u32,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 180)]
     run_timeout_secs: u64,
@@ -67,6 +78,8 @@ struct Run {
     /// Orders paid or cancelled per second, first order to last settlement (when the workers
     /// run payments).
     settled_per_second: Option<f64>,
+    /// Publish to order of the paced tickets: the latency while the queue keeps up.
+    paced: Option<Summary>,
 }
 
 /// Runs the drain benchmark and prints its table.
@@ -85,19 +98,29 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:>9} {:>6} {:>8} {:>9} {:>10} {:>10}",
-        "processes", "batch", "orders", "seconds", "orders/s", "settled/s"
+        "{:>9} {:>6} {:>8} {:>9} {:>10} {:>10} {:>24}",
+        "processes",
+        "batch",
+        "orders",
+        "seconds",
+        "orders/s",
+        "settled/s",
+        format!("publish→order at {}/s", args.paced_rate)
     );
     for run in &runs {
         println!(
-            "{:>9} {:>6} {:>8} {:>9.2} {:>10.0} {:>10}",
+            "{:>9} {:>6} {:>8} {:>9.2} {:>10.0} {:>10} {:>24}",
             run.processes,
             run.batch_size,
             run.orders,
             run.seconds,
             run.orders_per_second,
             run.settled_per_second
-                .map_or("-".to_owned(), |r| format!("{r:.0}"))
+                .map_or("-".to_owned(), |r| format!("{r:.0}")),
+            run.paced.as_ref().map_or("-".to_owned(), |p| format!(
+                "p50 {:.1} p99 {:.1} ms",
+                p.p50_ms, p.p99_ms
+            ))
         );
     }
     if let Some(path) = &args.json {
@@ -120,7 +143,8 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
         pg.database_url.clone_from(&url);
         let db = flash_core::db::connect(&pg).await?;
         flash_core::db::migrate(&db).await?;
-        let sale = seed(&db, args.tickets).await?;
+        let paced = i64::try_from(args.paced_tickets)?;
+        let sale = seed(&db, args.tickets + paced).await?;
         let mut nats = args.nats.clone();
         nats.nats_subject_prefix = format!("bench{id}.");
         nats.nats_flash_stream = format!("FLASH_BENCH_{id}");
@@ -128,7 +152,11 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
         let client = flash_core::nats::connect(&nats, "loadtest").await?;
         let js = flash_core::nats::jetstream(client, &nats);
         flash_core::nats::ensure_flash_queue(&js, &nats).await?;
-        queue_tickets(&db, &js, &nats, sale).await?;
+        let mut members: Vec<Uuid> = sqlx::query_scalar("select member_id from members")
+            .fetch_all(&db)
+            .await?;
+        let paced_members = members.split_off(usize::try_from(args.tickets)?);
+        queue_tickets(&js, &nats, sale, members).await?;
 
         let started = Instant::now();
         let mut children = Vec::new();
@@ -136,15 +164,7 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
             children.push(start_worker(args, &url, &nats, &id, batch)?);
         }
         let deadline = started + Duration::from_secs(args.run_timeout_secs);
-        let orders = loop {
-            let orders: i64 = sqlx::query_scalar("select count(*) from orders")
-                .fetch_one(&db)
-                .await?;
-            if orders >= args.tickets || Instant::now() > deadline {
-                break orders;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let orders = orders_reaching(&db, args.tickets, deadline).await?;
         // The drain itself: from the first order's transaction to the last, without the time
         // the processes took to start and connect.
         let span: Option<f64> = sqlx::query_scalar(
@@ -163,6 +183,13 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
             settle_rate(&db, orders, deadline).await?
         } else {
             None
+        };
+        let paced = if paced_members.is_empty() {
+            None
+        } else {
+            let published = publish_paced(&js, &nats, sale, paced_members, args.paced_rate).await?;
+            orders_reaching(&db, args.tickets + paced, deadline).await?;
+            Some(publish_to_order(&db, &published).await?)
         };
         for mut child in children {
             child.kill().await.ok();
@@ -185,6 +212,7 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
             seconds,
             orders_per_second,
             settled_per_second,
+            paced,
         })
     }
     .await;
@@ -196,6 +224,19 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
     .await?;
     clear_redis(&args.redis, &id).await?;
     outcome
+}
+
+/// Waits until there are `count` orders, or `deadline`; returns how many there are.
+async fn orders_reaching(db: &PgPool, count: i64, deadline: Instant) -> anyhow::Result<i64> {
+    loop {
+        let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(db)
+            .await?;
+        if orders >= count || Instant::now() > deadline {
+            return Ok(orders);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until every order is paid or cancelled; returns how many settled per second from
@@ -260,45 +301,112 @@ async fn seed(db: &PgPool, tickets: i64) -> anyhow::Result<Uuid> {
     Ok(sale)
 }
 
-/// Publishes one ticket per seeded buyer, as the door would, many acks in flight.
+/// Publishes one ticket for each of `members`, as the door would, many acks in flight.
 async fn queue_tickets(
-    db: &PgPool,
     js: &async_nats::jetstream::Context,
     nats: &NatsArgs,
     sale: Uuid,
+    members: Vec<Uuid>,
 ) -> anyhow::Result<()> {
-    let members: Vec<Uuid> = sqlx::query_scalar("select member_id from members")
-        .fetch_all(db)
-        .await?;
     let subject = Subjects::new(&nats.nats_subject_prefix).flash_tickets(sale);
-    let now = chrono::Utc::now().timestamp_millis();
     let mut publishes = futures::stream::iter(members.into_iter().enumerate())
-        .map(|(i, member)| {
-            let ticket = TicketMessage {
-                ticket_id: Uuid::now_v7(),
-                sale_id: sale,
-                member_id: member.into(),
-                seq: i64::try_from(i).unwrap_or(i64::MAX) + 1,
-                admitted_at_ms: now,
-            };
-            let subject = subject.clone();
-            async move {
-                let payload = serde_json::to_vec(&ticket).unwrap_or_default();
-                flash_core::nats::publish_durably(
-                    js,
-                    subject,
-                    &ticket.ticket_id.to_string(),
-                    payload.into(),
-                    None,
-                )
-                .await
-            }
-        })
+        .map(|(i, member)| publish_ticket(js, &subject, sale, member, i + 1))
         .buffer_unordered(512);
     while let Some(outcome) = publishes.next().await {
         outcome?;
     }
     Ok(())
+}
+
+/// Publishes one ticket for each of `members` at `rate` per second, after the tickets queued
+/// before them; returns each ticket with when its publish was acked (Unix milliseconds).
+async fn publish_paced(
+    js: &async_nats::jetstream::Context,
+    nats: &NatsArgs,
+    sale: Uuid,
+    members: Vec<Uuid>,
+    rate: u32,
+) -> anyhow::Result<Vec<(Uuid, f64)>> {
+    // Ten rounds a second: a timer per ticket would be coarser than the rates asked for.
+    let per_round = usize::try_from(rate.div_ceil(10))?;
+    let mut rounds = tokio::time::interval(Duration::from_millis(100));
+    let subject = Subjects::new(&nats.nats_subject_prefix).flash_tickets(sale);
+    let first_seq = 1_000_000_000;
+    let mut published = Vec::with_capacity(members.len());
+    for (round, chunk) in members.chunks(per_round).enumerate() {
+        rounds.tick().await;
+        let sent = chunk.iter().enumerate().map(|(i, member)| {
+            publish_ticket(
+                js,
+                &subject,
+                sale,
+                *member,
+                first_seq + round * per_round + i,
+            )
+        });
+        for outcome in futures::future::join_all(sent).await {
+            published.push(outcome?);
+        }
+    }
+    Ok(published)
+}
+
+/// Publishes one ticket of `member` with sequence number `seq` and waits for its ack; returns
+/// its id and when it was acked (Unix milliseconds).
+async fn publish_ticket(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    sale: Uuid,
+    member: Uuid,
+    seq: usize,
+) -> anyhow::Result<(Uuid, f64)> {
+    let ticket = TicketMessage {
+        ticket_id: Uuid::now_v7(),
+        sale_id: sale,
+        member_id: member.into(),
+        seq: i64::try_from(seq)?,
+        admitted_at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    let payload = serde_json::to_vec(&ticket)?;
+    flash_core::nats::publish_durably(
+        js,
+        subject.to_owned(),
+        &ticket.ticket_id.to_string(),
+        payload.into(),
+        None,
+    )
+    .await?;
+    #[allow(clippy::cast_precision_loss)]
+    let acked_ms = chrono::Utc::now().timestamp_micros() as f64 / 1000.0;
+    Ok((ticket.ticket_id, acked_ms))
+}
+
+/// Each published ticket's latency from its ack to its order's transaction (the order's
+/// `created_at`; the commit follows within a few milliseconds).
+async fn publish_to_order(db: &PgPool, published: &[(Uuid, f64)]) -> anyhow::Result<Summary> {
+    let tickets: Vec<Uuid> = published.iter().map(|(t, _)| *t).collect();
+    let ordered: HashMap<Uuid, f64> = sqlx::query_as(
+        "select ticket_id, extract(epoch from created_at)::float8 * 1000 from orders
+         where ticket_id = any($1)",
+    )
+    .bind(&tickets)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect();
+    let mut recorder = Recorder::default();
+    for (ticket, acked_ms) in published {
+        if let Some(ordered_ms) = ordered.get(ticket) {
+            let latency = Duration::from_secs_f64(((ordered_ms - acked_ms) / 1000.0).max(0.0));
+            recorder.record(200, latency);
+        }
+    }
+    let first = published.first().map_or(0.0, |(_, at)| *at);
+    let last = published.last().map_or(0.0, |(_, at)| *at);
+    Ok(recorder.summary(
+        "publish → order",
+        Duration::from_secs_f64(((last - first) / 1000.0).max(1e-3)),
+    ))
 }
 
 fn start_worker(
