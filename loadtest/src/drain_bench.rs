@@ -187,7 +187,9 @@ async fn one_run(args: &DrainArgs, processes: usize, batch: usize) -> anyhow::Re
         let paced = if paced_members.is_empty() {
             None
         } else {
-            let published = publish_paced(&js, &nats, sale, paced_members, args.paced_rate).await?;
+            let first_seq = usize::try_from(args.tickets)? + 1;
+            let published =
+                publish_paced(&js, &nats, sale, paced_members, first_seq, args.paced_rate).await?;
             orders_reaching(&db, args.tickets + paced, deadline).await?;
             Some(publish_to_order(&db, &published).await?)
         };
@@ -318,20 +320,21 @@ async fn queue_tickets(
     Ok(())
 }
 
-/// Publishes one ticket for each of `members` at `rate` per second, after the tickets queued
-/// before them; returns each ticket with when its publish was acked (Unix milliseconds).
+/// Publishes one ticket for each of `members` at `rate` per second, numbered on from
+/// `first_seq` (after the tickets queued before them); returns each ticket with when its
+/// publish was acked (Unix milliseconds).
 async fn publish_paced(
     js: &async_nats::jetstream::Context,
     nats: &NatsArgs,
     sale: Uuid,
     members: Vec<Uuid>,
+    first_seq: usize,
     rate: u32,
 ) -> anyhow::Result<Vec<(Uuid, f64)>> {
     // Ten rounds a second: a timer per ticket would be coarser than the rates asked for.
     let per_round = usize::try_from(rate.div_ceil(10))?;
     let mut rounds = tokio::time::interval(Duration::from_millis(100));
     let subject = Subjects::new(&nats.nats_subject_prefix).flash_tickets(sale);
-    let first_seq = 1_000_000_000;
     let mut published = Vec::with_capacity(members.len());
     for (round, chunk) in members.chunks(per_round).enumerate() {
         rounds.tick().await;
