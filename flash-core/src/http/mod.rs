@@ -1,15 +1,15 @@
 //! The HTTP plumbing every service shares: the middleware stack, the problem+json fallbacks,
 //! `/healthz` `/readyz` `/metrics`, and serving with graceful shutdown.
 
+mod edge;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
-    BoxError, Router,
-    error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    Router,
+    extract::{DefaultBodyLimit, State},
     http::{HeaderValue, StatusCode, header},
-    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -18,16 +18,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
 
 use crate::{
     config::HttpArgs,
-    problem::{ApiError, ProblemType, problem_response},
+    problem::{ApiError, ProblemType},
     telemetry,
 };
 
@@ -54,31 +48,20 @@ impl utoipa::Modify for BearerSecurity {
 /// Header that carries the request id in and out (set when the client sent none).
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Wraps a service's routes in the shared middleware stack and problem+json fallbacks.
+/// Wraps a service's routes in the shared middleware and problem+json fallbacks.
 ///
-/// Layers, outermost first: CORS → request id → trace span → echo request id → metrics →
-/// panic to 500 → load shedding (503 when `http_max_in_flight` requests are already running)
-/// → timeout (503) → body limit (413, enforced by the JSON extractor).
+/// Layers, outermost first: CORS → [`edge::EdgeLayer`] (request id, log span, latency
+/// histogram, panic to 500, 503 beyond `http_max_in_flight` requests at once, 503 after the
+/// timeout) → body limit (413, enforced by the JSON extractor).
 pub fn with_middleware(router: Router, args: &HttpArgs) -> Router {
     let router = router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(args.http_body_limit_bytes))
-        .layer(
-            ServiceBuilder::new()
-                // An id first, so every log line of the request carries it.
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(telemetry::record_http_metrics))
-                // A panicking handler answers 500 problem+json instead of dropping the connection.
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(HandleErrorLayer::new(tower_error))
-                // Fail fast under overload instead of queueing without bound.
-                .load_shed()
-                .concurrency_limit(args.http_max_in_flight)
-                .timeout(args.request_timeout()),
-        );
+        .layer(edge::EdgeLayer::new(
+            args.http_max_in_flight,
+            args.request_timeout(),
+        ));
     // Outermost, so preflights are answered before anything else runs.
     router.layer(cors(&args.cors_allowed_origins))
 }
@@ -107,22 +90,6 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    // The path names the sale or ticket a request is about, so a handler needs no span of its
-    // own for its log lines to say which.
-    let path = request.uri().path();
-    tracing::info_span!("request", method = %request.method(), route, path, request_id)
-}
-
 async fn route_not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
@@ -132,40 +99,6 @@ async fn method_not_allowed() -> ApiError {
         ProblemType::MethodNotAllowed,
         "this route does not accept that method",
     )
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("request handler panicked");
-    problem_response(
-        ProblemType::Internal,
-        "an internal error occurred".to_owned(),
-        vec![],
-        None,
-    )
-    .into_response()
-}
-
-async fn tower_error(err: BoxError) -> Response {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        tracing::warn!("request timed out");
-        problem_response(
-            ProblemType::Unavailable,
-            "the request took too long; retry later".to_owned(),
-            vec![],
-            Some(Duration::from_secs(1)),
-        )
-        .into_response()
-    } else if err.is::<tower::load_shed::error::Overloaded>() {
-        problem_response(
-            ProblemType::Unavailable,
-            "the server is overloaded; retry later".to_owned(),
-            vec![],
-            Some(Duration::from_secs(1)),
-        )
-        .into_response()
-    } else {
-        ApiError::Internal(anyhow::anyhow!("middleware error: {err}")).into_response()
-    }
 }
 
 /// The dependencies `/readyz` checks; a service registers the ones it uses.
