@@ -136,7 +136,8 @@ struct TokenCache {
 
 #[derive(Clone)]
 struct CachedToken {
-    claims: Claims,
+    /// Shared, so a hit costs a reference count, not copies of the issuer and audience.
+    claims: Arc<Claims>,
     /// When the denylist last said this token was not logged out.
     allowed_at: Instant,
     /// The feed generation that was live when that was asked: while it still is, every later
@@ -186,10 +187,10 @@ impl Authenticator {
     /// # Errors
     /// 401 for a missing, malformed, expired, forged or logged-out token; 503 when Redis cannot
     /// say whether the token was logged out.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Claims>, ApiError> {
         let token = bearer_token(headers)?;
         let Some(cache) = &self.cache else {
-            let claims = self.verify(token)?;
+            let claims = Arc::new(self.verify(token)?);
             return self.allowed(claims).await;
         };
         let now = Instant::now();
@@ -205,12 +206,12 @@ impl Authenticator {
             }
             let vouched = entry.vouched_by.is_some() && entry.vouched_by == self.live_generation();
             if vouched || now.duration_since(entry.allowed_at) < DENYLIST_RECHECK {
-                return Ok(entry.claims.clone());
+                return Ok(Arc::clone(&entry.claims));
             }
         }
         let claims = match cached {
             Some(entry) => entry.claims,
-            None => self.verify(token)?,
+            None => Arc::new(self.verify(token)?),
         };
         // Read before asking Redis: a logout after this point is announced to this generation.
         let vouched_by = self.live_generation();
@@ -221,7 +222,7 @@ impl Authenticator {
         cache.insert(
             token,
             CachedToken {
-                claims: claims.clone(),
+                claims: Arc::clone(&claims),
                 allowed_at: now,
                 vouched_by,
             },
@@ -243,7 +244,7 @@ impl Authenticator {
             .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 
-    async fn allowed(&self, claims: Claims) -> Result<Claims, ApiError> {
+    async fn allowed(&self, claims: Arc<Claims>) -> Result<Arc<Claims>, ApiError> {
         if self.feed_denies(&claims) || self.denylist.is_denied(&claims).await? {
             return Err(revoked());
         }
@@ -309,7 +310,7 @@ pub struct AuthMember {
     /// Their role.
     pub role: Role,
     /// The full claims, for logout (`jti`, `sid`, `exp`).
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
 }
 
 impl<S> FromRequestParts<S> for AuthMember
