@@ -147,21 +147,25 @@ type TicketFields = (
     Option<i64>,
 );
 
-/// One poll's read: the ticket's fields, the served counter and the drain rate.
-type TicketReply = (TicketFields, Option<i64>, Option<f64>);
-
-/// How long a process trusts what it read of a sale's paused flag and start.
-const FLAGS_FRESH_FOR: Duration = Duration::from_millis(250);
+/// How long a process trusts what it read of a sale: its paused flag and start, and how far
+/// its queue has been served. Every poll needs them and all of a sale's buyers share them, so a
+/// poll reads only its own ticket from Redis; a position or a pause reaches a waiting buyer at
+/// most this much later, well inside the shortest poll interval (250 ms).
+const SALE_FRESH_FOR: Duration = Duration::from_millis(100);
 
 /// Sales whose flags a process remembers; cleared when full.
 const KNOWN_SALES: usize = 10_000;
 
 /// What a poll needs to know of its sale besides the ticket.
 #[derive(Debug, Clone, Copy)]
-struct SaleFlags {
+struct SaleView {
     paused: bool,
     starts_at: Option<i64>,
     abandon_after_secs: u32,
+    /// Tickets the workers have decided so far.
+    served: i64,
+    /// Orders per second the workers measured, 0 when unknown.
+    drain_rate: f64,
     read_at: Instant,
 }
 
@@ -189,7 +193,7 @@ pub(crate) struct Gate {
     /// Sales this process admits to, and when it last registered their tag.
     registered: Arc<Mutex<HashMap<Uuid, Instant>>>,
     tags: Arc<Mutex<HashMap<u32, TagSales>>>,
-    flags: Arc<Mutex<HashMap<Uuid, SaleFlags>>>,
+    sales: Arc<Mutex<HashMap<Uuid, SaleView>>>,
 }
 
 impl Gate {
@@ -201,7 +205,7 @@ impl Gate {
             undo: Script::new(UNDO),
             registered: Arc::new(Mutex::new(HashMap::new())),
             tags: Arc::new(Mutex::new(HashMap::new())),
-            flags: Arc::new(Mutex::new(HashMap::new())),
+            sales: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -325,7 +329,7 @@ impl Gate {
     /// When `sale` opens, if Redis holds its metadata (remembered like the paused flag).
     pub(crate) async fn starts_at(&self, sale: Uuid) -> redis::RedisResult<Option<DateTime<Utc>>> {
         Ok(self
-            .sale_flags(sale)
+            .sale_view(sale)
             .await?
             .starts_at
             .and_then(DateTime::from_timestamp_millis))
@@ -385,14 +389,9 @@ impl Gate {
     /// The ticket's state if it is one of `sale`'s.
     async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
         let mut conn = self.redis.clone();
-        let ((member, status, seq, order_id, wseq), served, rate): TicketReply = redis::pipe()
-            .cmd("HMGET")
+        let (member, status, seq, order_id, wseq): TicketFields = redis::cmd("HMGET")
             .arg(self.keys.ticket(sale, ticket))
             .arg(&["member", "status", "seq", "order_id", "wseq"])
-            .cmd("GET")
-            .arg(self.keys.sale_served(sale))
-            .cmd("GET")
-            .arg(self.keys.sale_drain_rate(sale))
             .query_async(&mut conn)
             .await?;
         let (Some(member), Some(status)) = (member, status) else {
@@ -401,9 +400,9 @@ impl Gate {
         let Ok(member) = member.parse() else {
             return Ok(None);
         };
-        let flags = self.sale_flags(sale).await?;
+        let view = self.sale_view(sale).await?;
         // A poll is the buyer's sign of life: a sale that expires abandoned tickets needs it.
-        if flags.abandon_after_secs > 0 && matches!(status.as_str(), "queued" | "prequeued") {
+        if view.abandon_after_secs > 0 && matches!(status.as_str(), "queued" | "prequeued") {
             redis::cmd("HSET")
                 .arg(self.keys.ticket(sale, ticket))
                 .arg("seen")
@@ -425,56 +424,57 @@ impl Gate {
             member,
             seq: seq.unwrap_or(0),
             order_id: order_id.and_then(|o| o.parse().ok()),
-            served: served.unwrap_or(0),
-            drain_rate: rate.unwrap_or(0.0),
-            paused: flags.paused,
+            served: view.served,
+            drain_rate: view.drain_rate,
+            paused: view.paused,
             waitlist_position: wseq
                 .filter(|_| status == "waitlisted")
                 .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
             draw_at: (status == "prequeued")
-                .then(|| flags.starts_at.and_then(DateTime::from_timestamp_millis))
+                .then(|| view.starts_at.and_then(DateTime::from_timestamp_millis))
                 .flatten(),
             status,
         }))
     }
 
-    /// The sale's paused flag, start and abandonment setting, remembered for
-    /// [`FLAGS_FRESH_FOR`]: every poll needs them, and a pause may reach waiting buyers that
-    /// much later.
-    async fn sale_flags(&self, sale: Uuid) -> redis::RedisResult<SaleFlags> {
-        if let Some(flags) = self
-            .flags
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// What polls need of `sale`, remembered for [`SALE_FRESH_FOR`].
+    async fn sale_view(&self, sale: Uuid) -> redis::RedisResult<SaleView> {
+        if let Some(view) = lock(&self.sales)
             .get(&sale)
-            .filter(|f| f.read_at.elapsed() < FLAGS_FRESH_FOR)
+            .filter(|v| v.read_at.elapsed() < SALE_FRESH_FOR)
         {
-            return Ok(*flags);
+            return Ok(*view);
         }
         let mut conn = self.redis.clone();
-        let (paused, starts_at, abandon): (Option<u8>, Option<i64>, Option<u32>) =
-            redis::cmd("HMGET")
-                .arg(self.keys.sale_meta(sale))
-                .arg("paused")
-                .arg("starts_at")
-                .arg("abandon")
-                .query_async(&mut conn)
-                .await?;
-        let flags = SaleFlags {
+        #[allow(clippy::type_complexity)]
+        let ((paused, starts_at, abandon), served, rate): (
+            (Option<u8>, Option<i64>, Option<u32>),
+            Option<i64>,
+            Option<f64>,
+        ) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.keys.sale_meta(sale))
+            .arg(&["paused", "starts_at", "abandon"])
+            .cmd("GET")
+            .arg(self.keys.sale_served(sale))
+            .cmd("GET")
+            .arg(self.keys.sale_drain_rate(sale))
+            .query_async(&mut conn)
+            .await?;
+        let view = SaleView {
             paused: paused == Some(1),
             starts_at,
             abandon_after_secs: abandon.unwrap_or(0),
+            served: served.unwrap_or(0),
+            drain_rate: rate.unwrap_or(0.0),
             read_at: Instant::now(),
         };
-        let mut cached = self
-            .flags
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cached.len() >= KNOWN_SALES {
-            cached.clear();
+        let mut known = lock(&self.sales);
+        if known.len() >= KNOWN_SALES {
+            known.clear();
         }
-        cached.insert(sale, flags);
-        Ok(flags)
+        known.insert(sale, view);
+        Ok(view)
     }
 }
 

@@ -237,7 +237,7 @@ async fn a_paused_sale_still_admits_and_its_buyers_see_paused(db: PgPool) {
     let ticket = entered["ticket_id"].as_str().unwrap().to_owned();
     let paused = json(app.poll(&ticket, &buyer, "", None).await, StatusCode::OK).await;
     let _: () = redis.hset(&meta, "paused", 0).await.unwrap();
-    // Each process trusts what it read of the flag for a quarter of a second.
+    // Each process trusts what it read of the sale for a tenth of a second.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let resumed = json(app.poll(&ticket, &buyer, "", None).await, StatusCode::OK).await;
 
