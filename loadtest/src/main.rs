@@ -29,7 +29,7 @@ enum Command {
     Drain(drain_bench::DrainArgs),
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Command::parse() {
         Command::Spike(args) => spike::run(args).await,
