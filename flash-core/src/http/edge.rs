@@ -194,20 +194,19 @@ fn new_request_id() -> HeaderValue {
 }
 
 fn overloaded() -> Response {
-    problem_response(
-        ProblemType::Unavailable,
-        "the server is overloaded; retry later".to_owned(),
-        vec![],
-        Some(RETRY_AFTER),
-    )
-    .into_response()
+    unavailable("the server is overloaded; retry later")
 }
 
 fn timed_out() -> Response {
     tracing::warn!("request timed out");
+    unavailable("the request took too long; retry later")
+}
+
+/// 503 + `Retry-After`: nothing was done, and the same request may succeed shortly.
+fn unavailable(detail: &str) -> Response {
     problem_response(
         ProblemType::Unavailable,
-        "the request took too long; retry later".to_owned(),
+        detail.to_owned(),
         vec![],
         Some(RETRY_AFTER),
     )
