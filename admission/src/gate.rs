@@ -19,7 +19,7 @@ use flash_core::{domain::MemberId, redis::Keys};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
-use crate::ticket_id;
+use crate::{pipelined::Pipelined, ticket_id};
 
 /// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
 /// ARGV: ticket id, member id, now (ms), proof-of-work bits the entry carries.
@@ -139,13 +139,7 @@ pub(crate) struct TicketState {
 }
 
 /// The fields of a ticket's hash a poll reads: member, status, seq, order id, waitlist seq.
-type TicketFields = (
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-);
+const TICKET_FIELDS: [&str; 5] = ["member", "status", "seq", "order_id", "wseq"];
 
 /// How long a process trusts what it read of a sale: its paused flag and start, and how far
 /// its queue has been served. Every poll needs them and all of a sale's buyers share them, so a
@@ -187,6 +181,9 @@ const TAG_TTL_SECS: i64 = 30 * 24 * 3600;
 #[derive(Clone)]
 pub(crate) struct Gate {
     redis: ConnectionManager,
+    /// The door's own connection for the poll's read (see [`Pipelined`]); `None` for a Redis
+    /// it does not speak to (TLS, Unix socket), whose polls go through `redis`.
+    polls: Option<Pipelined>,
     keys: Keys,
     enter: Script,
     undo: Script,
@@ -197,9 +194,10 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    pub(crate) fn new(redis: ConnectionManager, keys: Keys) -> Self {
+    pub(crate) fn new(redis: ConnectionManager, polls: Option<Pipelined>, keys: Keys) -> Self {
         Self {
             redis,
+            polls,
             keys,
             enter: Script::new(ENTER),
             undo: Script::new(UNDO),
@@ -389,14 +387,21 @@ impl Gate {
     /// The ticket's state if it is one of `sale`'s.
     async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
         let mut conn = self.redis.clone();
-        let (member, status, seq, order_id, wseq): TicketFields = redis::cmd("HMGET")
-            .arg(self.keys.ticket(sale, ticket))
-            .arg(&["member", "status", "seq", "order_id", "wseq"])
-            .query_async(&mut conn)
-            .await?;
+        let key = self.keys.ticket(sale, ticket);
+        let [member, status, seq, order_id, wseq] = match &self.polls {
+            Some(polls) => polls.hmget(&key, TICKET_FIELDS).await?,
+            None => {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&TICKET_FIELDS)
+                    .query_async(&mut conn)
+                    .await?
+            }
+        };
         let (Some(member), Some(status)) = (member, status) else {
             return Ok(None);
         };
+        let (seq, wseq) = (number(seq.as_deref())?, number(wseq.as_deref())?);
         let Ok(member) = member.parse() else {
             return Ok(None);
         };
@@ -404,7 +409,7 @@ impl Gate {
         // A poll is the buyer's sign of life: a sale that expires abandoned tickets needs it.
         if view.abandon_after_secs > 0 && matches!(status.as_str(), "queued" | "prequeued") {
             redis::cmd("HSET")
-                .arg(self.keys.ticket(sale, ticket))
+                .arg(&key)
                 .arg("seen")
                 .arg(Utc::now().timestamp_millis())
                 .query_async::<()>(&mut conn)
@@ -483,6 +488,21 @@ impl Gate {
 fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
     map.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A number field of a ticket; text that is not a number is an error, as `redis` makes it.
+fn number(field: Option<&str>) -> redis::RedisResult<Option<i64>> {
+    field
+        .map(|text| {
+            text.parse().map_err(|_| {
+                redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "a ticket field is not a number",
+                    text.to_owned(),
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn parse_entry(reply: &[String]) -> Entry {

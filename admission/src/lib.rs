@@ -12,8 +12,10 @@ mod gate;
 mod gateway;
 mod http;
 mod limits;
+mod pipelined;
 mod pow;
 mod queue;
+mod resp;
 mod ticket_id;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -108,7 +110,14 @@ impl App {
                 &keys,
                 &shutdown,
             )?),
-            gate: gate::Gate::new(redis.clone(), keys),
+            gate: gate::Gate::new(
+                redis.clone(),
+                pipelined::Pipelined::start(
+                    &config.redis.redis_url,
+                    Duration::from_millis(config.redis.redis_response_timeout_ms),
+                )?,
+                keys,
+            ),
             queue: queue.clone(),
             limits: Arc::clone(&limits),
             queue_max_depth: config.queue_max_depth,

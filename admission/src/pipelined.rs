@@ -1,0 +1,479 @@
+//! A Redis connection of the door's own for the waiting room's poll: every poll's `HMGET`
+//! goes down one socket, pipelined with the others in flight, and the replies come back in
+//! the same order.
+//!
+//! The `redis` crate's multiplexed connection does the same, but a poll's read cost ~24,000
+//! instructions in it (callgrind: its `combine` reply parser, the shared-future reconnect
+//! wrapper, a response-timeout timer per command): more than the rest of the poll's handler.
+//! This connection does only what the poll needs, with the plain parser of [`crate::resp`].
+//! Every other Redis command of the door still goes through the crate.
+//!
+//! Failure behaves as with the crate: a lost or silent connection fails what is in flight with
+//! an I/O error (the door answers 503), and the next request connects afresh.
+
+use std::{collections::VecDeque, time::Duration};
+
+use redis::{ConnectionAddr, ErrorKind, RedisError, RedisResult};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+};
+
+use crate::resp::{self, Reply};
+
+/// How long connecting may take before the requests waiting for it fail.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Handle to the connection; cheap to clone. The connection's task ends when the last handle
+/// is dropped.
+#[derive(Clone)]
+pub(crate) struct Pipelined {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+/// One command on its way, and where its reply goes.
+struct Request {
+    command: Vec<u8>,
+    reply: oneshot::Sender<RedisResult<Reply>>,
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    /// `CLIENT SETNAME`: tells this connection apart in `CLIENT LIST`.
+    name: String,
+    /// A connection with requests waiting and no reply for this long is given up.
+    response_timeout: Duration,
+}
+
+impl Pipelined {
+    /// A connection to the Redis at `url`, made when the first request comes; `None` when the
+    /// URL names a Unix-socket server (or a TLS one, were the crate built with TLS), which
+    /// this connection does not speak: the caller keeps using the crate's connection then.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL.
+    pub(crate) fn start(url: &str, response_timeout: Duration) -> RedisResult<Option<Self>> {
+        let client = redis::Client::open(url)?;
+        let info = client.get_connection_info();
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Ok(None);
+        };
+        let settings = info.redis_settings();
+        let target = Target {
+            host: host.clone(),
+            port: *port,
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
+            db: settings.db(),
+            name: format!("flash-admission-polls-{}", uuid::Uuid::new_v4().simple()),
+            response_timeout,
+        };
+        Ok(Some(Self::spawn(target)))
+    }
+
+    fn spawn(target: Target) -> Self {
+        let (requests, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(drive(target, incoming));
+        Self { requests }
+    }
+
+    /// Sends one command and waits for its reply. An error reply from Redis is an `Ok` with
+    /// [`Reply::Error`]; `Err` means the connection failed.
+    pub(crate) async fn query(&self, args: &[&[u8]]) -> RedisResult<Reply> {
+        let mut command = Vec::with_capacity(args.iter().map(|a| a.len() + 16).sum());
+        resp::encode(&mut command, args);
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// `HMGET key fields...`: each field's text, `None` where the field (or the hash) is
+    /// missing.
+    pub(crate) async fn hmget<const N: usize>(
+        &self,
+        key: &str,
+        fields: [&str; N],
+    ) -> RedisResult<[Option<String>; N]> {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(N + 2);
+        args.extend([b"HMGET".as_slice(), key.as_bytes()]);
+        args.extend(fields.iter().map(|f| f.as_bytes()));
+        let values = match self.query(&args).await? {
+            Reply::Array(values) if values.len() == N => values,
+            Reply::Error(message) => {
+                return Err(RedisError::from((
+                    ErrorKind::Extension,
+                    "Redis answered HMGET with an error",
+                    message,
+                )));
+            }
+            other => return Err(unexpected(&other)),
+        };
+        let mut out = [const { None }; N];
+        for (slot, value) in out.iter_mut().zip(values) {
+            *slot = match value {
+                Reply::Nil => None,
+                Reply::Bulk(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                    RedisError::from((ErrorKind::Parse, "HMGET gave a value that is not UTF-8"))
+                })?),
+                other => return Err(unexpected(&other)),
+            };
+        }
+        Ok(out)
+    }
+}
+
+fn unexpected(reply: &Reply) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "Redis answered HMGET with something else than values",
+        format!("{reply:?}"),
+    ))
+}
+
+fn gone() -> RedisError {
+    io_error("the door's Redis connection stopped")
+}
+
+fn io_error(what: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::Io, what))
+}
+
+/// Connects when requests come, serves them until the connection fails, and then fails what
+/// was in flight; the next request connects again. Ends when every handle is gone.
+async fn drive(target: Target, mut incoming: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = incoming.recv().await {
+        let mut waiting = VecDeque::new();
+        let failure = match connect(&target).await {
+            Ok(stream) => match serve(stream, &target, first, &mut incoming, &mut waiting).await {
+                Some(failure) => failure,
+                None => return,
+            },
+            Err(err) => {
+                fail(first.reply, &err);
+                err
+            }
+        };
+        tracing::warn!(error = %failure, "the door's Redis connection for polls failed");
+        for reply in waiting.drain(..) {
+            fail(reply, &failure);
+        }
+        // What queued up meanwhile would wait on a connection that is not there yet: fail it
+        // now rather than after another connect, so a Redis outage answers fast.
+        while let Ok(request) = incoming.try_recv() {
+            fail(request.reply, &failure);
+        }
+    }
+}
+
+fn fail(reply: oneshot::Sender<RedisResult<Reply>>, err: &RedisError) {
+    let _ = reply.send(Err(err.clone()));
+}
+
+/// Opens the socket and says who we are: `AUTH` and `SELECT` as the URL asks, and a name.
+async fn connect(target: &Target) -> RedisResult<TcpStream> {
+    let mut stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| io_error("connecting to Redis timed out"))??;
+    stream.set_nodelay(true)?;
+    let mut hello = Vec::new();
+    let mut replies = 0;
+    if let Some(password) = &target.password {
+        match &target.username {
+            Some(user) => {
+                resp::encode(&mut hello, &[b"AUTH", user.as_bytes(), password.as_bytes()])
+            }
+            None => resp::encode(&mut hello, &[b"AUTH", password.as_bytes()]),
+        }
+        replies += 1;
+    }
+    if target.db != 0 {
+        resp::encode(&mut hello, &[b"SELECT", target.db.to_string().as_bytes()]);
+        replies += 1;
+    }
+    resp::encode(&mut hello, &[b"CLIENT", b"SETNAME", target.name.as_bytes()]);
+    replies += 1;
+    stream.write_all(&hello).await?;
+    let mut input = Vec::new();
+    let answers = tokio::time::timeout(target.response_timeout, async {
+        let mut answers = Vec::new();
+        while answers.len() < replies {
+            if stream.read_buf(&mut input).await? == 0 {
+                return Err(io_error("Redis closed the connection while it was set up"));
+            }
+            while let Some((reply, used)) = resp::parse(&input).map_err(malformed)? {
+                input.drain(..used);
+                answers.push(reply);
+            }
+        }
+        Ok(answers)
+    })
+    .await
+    .map_err(|_| io_error("Redis did not answer while the connection was set up"))??;
+    if let Some(Reply::Error(message)) = answers.iter().find(|a| matches!(a, Reply::Error(_))) {
+        return Err(RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Redis refused the connection's set-up",
+            message.clone(),
+        )));
+    }
+    Ok(stream)
+}
+
+fn malformed(err: resp::Malformed) -> RedisError {
+    RedisError::from((
+        ErrorKind::Parse,
+        "Redis sent a malformed reply",
+        err.to_string(),
+    ))
+}
+
+type Waiting = VecDeque<oneshot::Sender<RedisResult<Reply>>>;
+
+/// Queues `request`'s command for the next write and its reply slot behind the others.
+fn take(request: Request, output: &mut Vec<u8>, waiting: &mut Waiting) {
+    output.extend_from_slice(&request.command);
+    waiting.push_back(request.reply);
+}
+
+/// Writes requests as they come and hands replies back in order, until the connection fails
+/// (the failure) or every handle is gone (`None`). Requests that came together go out in one
+/// write.
+async fn serve(
+    stream: TcpStream,
+    target: &Target,
+    first: Request,
+    incoming: &mut mpsc::UnboundedReceiver<Request>,
+    waiting: &mut Waiting,
+) -> Option<RedisError> {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut output = Vec::with_capacity(4096);
+    let mut input = Vec::with_capacity(16 * 1024);
+    take(first, &mut output, waiting);
+    // Checked each period: requests waiting and not one reply since the last check.
+    let period = target.response_timeout;
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut answered = false;
+    loop {
+        if !output.is_empty() {
+            if let Err(err) = writer.write_all(&output).await {
+                return Some(err.into());
+            }
+            output.clear();
+        }
+        tokio::select! {
+            biased;
+            read = reader.read_buf(&mut input) => {
+                match read {
+                    Ok(0) => return Some(io_error("Redis closed the connection")),
+                    Ok(_) => {}
+                    Err(err) => return Some(err.into()),
+                }
+                let mut used = 0;
+                loop {
+                    match resp::parse(&input[used..]) {
+                        Ok(Some((reply, len))) => {
+                            used += len;
+                            let Some(to) = waiting.pop_front() else {
+                                return Some(io_error("Redis sent a reply nobody asked for"));
+                            };
+                            answered = true;
+                            let _ = to.send(Ok(reply));
+                        }
+                        Ok(None) => break,
+                        Err(err) => return Some(malformed(err)),
+                    }
+                }
+                input.drain(..used);
+            }
+            request = incoming.recv() => match request {
+                Some(request) => {
+                    take(request, &mut output, waiting);
+                    while let Ok(request) = incoming.try_recv() {
+                        take(request, &mut output, waiting);
+                    }
+                }
+                None => return None,
+            },
+            _ = check.tick() => {
+                if !waiting.is_empty() && !answered {
+                    return Some(io_error("Redis stopped answering"));
+                }
+                answered = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flash_core::testing::Isolation;
+    use redis::AsyncCommands;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn start(iso: &Isolation) -> Pipelined {
+        Pipelined::start(&iso.redis.redis_url, TIMEOUT)
+            .unwrap()
+            .expect("a TCP Redis URL")
+    }
+
+    async fn plain(iso: &Isolation) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(iso.redis.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The id Redis gives the connection named `name`, if it is connected.
+    async fn client_id(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> Option<u64> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(conn)
+            .await
+            .unwrap();
+        list.lines()
+            .find(|line| line.split(' ').any(|f| f == format!("name={name}")))
+            .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .and_then(|id| id.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn many_reads_in_flight_each_get_their_own_reply() {
+        let iso = Isolation::new();
+        let mut conn = plain(&iso).await;
+        let key = |i: usize| format!("{}pipelined:{i}", iso.redis.redis_key_prefix);
+        for i in 0..300 {
+            let _: () = conn.hset(key(i), "n", i).await.unwrap();
+        }
+        let reads = start(&iso);
+        let answers = futures::future::join_all((0..300).map(|i| {
+            let (reads, key) = (reads.clone(), key(i));
+            async move {
+                reads
+                    .query(&[b"HMGET", key.as_bytes(), b"n", b"absent"])
+                    .await
+            }
+        }))
+        .await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(
+                answer.unwrap(),
+                Reply::Array(vec![Reply::Bulk(i.to_string().into_bytes()), Reply::Nil])
+            );
+        }
+        iso.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_is_an_answer_and_the_connection_goes_on() {
+        let iso = Isolation::new();
+        let mut conn = plain(&iso).await;
+        let key = format!("{}pipelined:string", iso.redis.redis_key_prefix);
+        let _: () = conn.set(&key, "not a hash").await.unwrap();
+        let reads = start(&iso);
+        let answer = reads
+            .query(&[b"HMGET", key.as_bytes(), b"f"])
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, Reply::Error(ref e) if e.starts_with("WRONGTYPE")),
+            "{answer:?}"
+        );
+        assert_eq!(
+            reads.query(&[b"PING"]).await.unwrap(),
+            Reply::Status("PONG".into())
+        );
+        iso.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_connection_is_made_again_for_the_next_read() {
+        let iso = Isolation::new();
+        let mut conn = plain(&iso).await;
+        let reads = start(&iso);
+        let name = target_name(&reads, &mut conn).await;
+        let first = client_id(&mut conn, &name).await.expect("connected");
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(first)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // The read in flight when the socket closed may fail; the connection comes back.
+        let mut answered = false;
+        for _ in 0..3 {
+            if reads.query(&[b"PING"]).await.is_ok() {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "no answer after the connection was killed");
+        let second = client_id(&mut conn, &name).await.expect("connected again");
+        assert_ne!(first, second);
+        iso.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_the_read() {
+        let reads = Pipelined::start("redis://127.0.0.1:1", TIMEOUT)
+            .unwrap()
+            .unwrap();
+        let err = reads.query(&[b"PING"]).await.unwrap_err();
+        assert!(err.is_io_error(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_stops_answering_fails_the_reads_in_flight() {
+        // Accepts the connection, reads what it is sent, and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = silent.accept().await.unwrap();
+            let mut sink = Vec::new();
+            while socket.read_buf(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        let url = format!("redis://127.0.0.1:{port}");
+        let reads = Pipelined::start(&url, Duration::from_millis(200))
+            .unwrap()
+            .unwrap();
+        let err = reads.query(&[b"PING"]).await.unwrap_err();
+        assert!(err.is_io_error(), "{err:?}");
+    }
+
+    #[test]
+    fn a_unix_socket_server_is_left_to_the_crate() {
+        let url = "redis+unix:///tmp/redis.sock";
+        assert!(Pipelined::start(url, TIMEOUT).unwrap().is_none());
+        assert!(Pipelined::start("not a url", TIMEOUT).is_err());
+    }
+
+    /// Makes the connection (its first read) and finds the name it gave itself.
+    async fn target_name(
+        reads: &Pipelined,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> String {
+        let Reply::Bulk(name) = reads.query(&[b"CLIENT", b"GETNAME"]).await.unwrap() else {
+            panic!("the connection has a name");
+        };
+        let name = String::from_utf8(name).unwrap();
+        assert!(client_id(conn, &name).await.is_some());
+        name
+    }
+}
