@@ -155,8 +155,9 @@ impl Keys {
 
     /// A ticket's state (hash: member, seq, status, order_id), under its sale's hash tag so the
     /// gate script can create it atomically with taking the unit.
+    /// (One `format!`, not [`Self::ticket_prefix`] and another: every poll builds one.)
     pub fn ticket(&self, sale: Uuid, ticket: Uuid) -> String {
-        format!("{}{ticket}", self.ticket_prefix(sale))
+        format!("{}{{sale:{sale}}}:ticket:{ticket}", self.prefix)
     }
 
     /// What every ticket key of a sale starts with, for scripts that name tickets by id.

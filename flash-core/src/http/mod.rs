@@ -1,6 +1,7 @@
 //! The HTTP plumbing every service shares: the middleware stack, the problem+json fallbacks,
 //! `/healthz` `/readyz` `/metrics`, and serving with graceful shutdown.
 
+mod cors;
 mod edge;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -50,7 +51,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 /// Wraps a service's routes in the shared middleware and problem+json fallbacks.
 ///
-/// Layers, outermost first: CORS → [`edge::EdgeLayer`] (request id, log span, latency
+/// Layers, outermost first: CORS (for requests with `Origin`) → [`edge::EdgeLayer`] (request id, log span, latency
 /// histogram, panic to 500, 503 beyond `http_max_in_flight` requests at once, 503 after the
 /// timeout) → body limit (413, enforced by the JSON extractor).
 pub fn with_middleware(router: Router, args: &HttpArgs) -> Router {
@@ -63,7 +64,9 @@ pub fn with_middleware(router: Router, args: &HttpArgs) -> Router {
             args.request_timeout(),
         ));
     // Outermost, so preflights are answered before anything else runs.
-    router.layer(cors(&args.cors_allowed_origins))
+    router.layer(cors::OriginGatedLayer::new(cors(
+        &args.cors_allowed_origins,
+    )))
 }
 
 fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
