@@ -131,8 +131,13 @@ pub struct Authenticator {
 /// Keyed by the whole token text, so only the exact token ever matches.
 struct TokenCache {
     capacity: usize,
-    entries: Mutex<HashMap<Arc<str>, CachedToken>>,
+    entries: Mutex<Tokens>,
 }
+
+/// Remembered tokens by their text. Hashed with foldhash: SipHash over a 250-byte token cost
+/// ~1,500 instructions a request. Flooding attacks need keys an attacker chooses, and only
+/// tokens this service signed and verified are ever stored (under a per-process random seed).
+type Tokens = HashMap<Arc<str>, CachedToken, foldhash::fast::RandomState>;
 
 #[derive(Clone)]
 struct CachedToken {
@@ -163,7 +168,7 @@ impl Authenticator {
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Some(TokenCache {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Tokens::default()),
         });
         self
     }
@@ -274,7 +279,7 @@ impl TokenCache {
         self.lock().remove(token);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, CachedToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tokens> {
         // Each operation is a single HashMap call, so a panic elsewhere cannot leave the map
         // half-updated: a poisoned lock is still safe to use.
         self.entries

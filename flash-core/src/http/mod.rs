@@ -46,8 +46,10 @@ impl utoipa::Modify for BearerSecurity {
     }
 }
 
-/// Header that carries the request id in and out (set when the client sent none).
-pub const REQUEST_ID: &str = "x-request-id";
+/// Header that carries the request id in and out (set when the client sent none). A
+/// `HeaderName`, not a `&str`: a `&str` is parsed into a name at every lookup, three times a
+/// request.
+pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// Wraps a service's routes in the shared middleware and problem+json fallbacks.
 ///
