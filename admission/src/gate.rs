@@ -19,7 +19,10 @@ use flash_core::{domain::MemberId, redis::Keys};
 use redis::{Script, aio::ConnectionManager};
 use uuid::Uuid;
 
-use crate::{pipelined::Pipelined, ticket_id};
+use crate::{
+    pipelined::{LuaScript, Pipelined},
+    ticket_id,
+};
 
 /// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
 /// ARGV: ticket id, member id, now (ms), proof-of-work bits the entry carries.
@@ -181,9 +184,11 @@ const TAG_TTL_SECS: i64 = 30 * 24 * 3600;
 #[derive(Clone)]
 pub(crate) struct Gate {
     redis: ConnectionManager,
-    /// The door's own connection for the poll's read (see [`Pipelined`]); `None` for a Redis
-    /// it does not speak to (TLS, Unix socket), whose polls go through `redis`.
-    polls: Option<Pipelined>,
+    /// The door's own connection for the two hot commands, an entry's script and a poll's
+    /// read (see [`Pipelined`]); `None` for a Redis it does not speak to (TLS, Unix socket),
+    /// where they go through `redis` like the rest.
+    pipelined: Option<Pipelined>,
+    enter_script: LuaScript,
     keys: Keys,
     enter: Script,
     undo: Script,
@@ -194,10 +199,11 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    pub(crate) fn new(redis: ConnectionManager, polls: Option<Pipelined>, keys: Keys) -> Self {
+    pub(crate) fn new(redis: ConnectionManager, pipelined: Option<Pipelined>, keys: Keys) -> Self {
         Self {
             redis,
-            polls,
+            pipelined,
+            enter_script: LuaScript::new(ENTER),
             keys,
             enter: Script::new(ENTER),
             undo: Script::new(UNDO),
@@ -288,24 +294,37 @@ impl Gate {
     ) -> redis::RedisResult<Entry> {
         self.register(sale).await?;
         let candidate = ticket_id::new_ticket(sale);
-        let mut conn = self.redis.clone();
-        let reply: Vec<String> = self
-            .enter
-            .key(self.keys.sale_gate(sale))
-            .key(self.keys.sale_seq(sale))
-            .key(self.keys.member_ticket(sale, member.get()))
-            .key(self.keys.sale_meta(sale))
-            .key(self.keys.ticket(sale, candidate))
-            .key(self.keys.sale_waitlist(sale))
-            .key(self.keys.sale_waitlist_seq(sale))
-            .key(self.keys.sale_prequeue(sale))
-            .key(self.keys.sale_backlog(sale))
-            .arg(candidate.to_string())
-            .arg(member.get().to_string())
-            .arg(now.timestamp_millis())
-            .arg(work)
-            .invoke_async(&mut conn)
-            .await?;
+        let keys = [
+            self.keys.sale_gate(sale),
+            self.keys.sale_seq(sale),
+            self.keys.member_ticket(sale, member.get()),
+            self.keys.sale_meta(sale),
+            self.keys.ticket(sale, candidate),
+            self.keys.sale_waitlist(sale),
+            self.keys.sale_waitlist_seq(sale),
+            self.keys.sale_prequeue(sale),
+            self.keys.sale_backlog(sale),
+        ];
+        let args = [
+            candidate.to_string(),
+            member.get().to_string(),
+            now.timestamp_millis().to_string(),
+            work.to_string(),
+        ];
+        let reply: Vec<String> = match &self.pipelined {
+            Some(pipelined) => {
+                let keys = keys.each_ref().map(String::as_str);
+                let args = args.each_ref().map(String::as_str);
+                pipelined
+                    .eval_texts(&self.enter_script, &keys, &args)
+                    .await?
+            }
+            None => {
+                let mut invocation = self.enter.prepare_invoke();
+                invocation.key(&keys).arg(&args);
+                invocation.invoke_async(&mut self.redis.clone()).await?
+            }
+        };
         Ok(parse_entry(&reply))
     }
 
@@ -388,8 +407,8 @@ impl Gate {
     async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
         let mut conn = self.redis.clone();
         let key = self.keys.ticket(sale, ticket);
-        let [member, status, seq, order_id, wseq] = match &self.polls {
-            Some(polls) => polls.hmget(&key, TICKET_FIELDS).await?,
+        let [member, status, seq, order_id, wseq] = match &self.pipelined {
+            Some(pipelined) => pipelined.hmget(&key, TICKET_FIELDS).await?,
             None => {
                 redis::cmd("HMGET")
                     .arg(&key)

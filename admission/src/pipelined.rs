@@ -131,10 +131,76 @@ impl Pipelined {
     }
 }
 
+/// A Lua script the door runs over [`Pipelined`]: by its SHA1, with its source at hand for a
+/// Redis that does not know it (yet, or since a restart).
+#[derive(Clone)]
+pub(crate) struct LuaScript {
+    source: &'static str,
+    sha: String,
+}
+
+impl LuaScript {
+    pub(crate) fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            sha: redis::Script::new(source).get_hash().to_owned(),
+        }
+    }
+}
+
+impl Pipelined {
+    /// Runs `script` with `keys` and `args` and returns its reply, a list of texts (numbers
+    /// are given as text). `EVALSHA` first; `EVAL` with the source when Redis answers
+    /// `NOSCRIPT`, which also makes Redis remember it.
+    pub(crate) async fn eval_texts(
+        &self,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&str],
+    ) -> RedisResult<Vec<String>> {
+        let count = keys.len().to_string();
+        let mut command: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
+        command.extend([
+            b"EVALSHA".as_slice(),
+            script.sha.as_bytes(),
+            count.as_bytes(),
+        ]);
+        command.extend(keys.iter().chain(args).map(|a| a.as_bytes()));
+        let mut reply = self.query(&command).await?;
+        if matches!(&reply, Reply::Error(message) if message.starts_with("NOSCRIPT")) {
+            command[0] = b"EVAL";
+            command[1] = script.source.as_bytes();
+            reply = self.query(&command).await?;
+        }
+        let items = match reply {
+            Reply::Array(items) => items,
+            Reply::Error(message) => {
+                return Err(RedisError::from((
+                    ErrorKind::Extension,
+                    "Redis answered a script with an error",
+                    message,
+                )));
+            }
+            other => return Err(unexpected(&other)),
+        };
+        items
+            .into_iter()
+            .map(|item| match item {
+                Reply::Bulk(bytes) => String::from_utf8(bytes).map_err(|_| {
+                    RedisError::from((ErrorKind::Parse, "a script gave text that is not UTF-8"))
+                }),
+                Reply::Status(text) => Ok(text),
+                Reply::Int(number) => Ok(number.to_string()),
+                other => Err(unexpected(&other)),
+            })
+            .collect()
+    }
+}
+
 fn unexpected(reply: &Reply) -> RedisError {
     RedisError::from((
         ErrorKind::UnexpectedReturnType,
-        "Redis answered HMGET with something else than values",
+        "Redis answered with something else than values",
         format!("{reply:?}"),
     ))
 }
@@ -405,6 +471,37 @@ mod tests {
             reads.query(&[b"PING"]).await.unwrap(),
             Reply::Status("PONG".into())
         );
+        iso.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_script_redis_does_not_know_is_sent_once_then_run_by_its_hash() {
+        let iso = Isolation::new();
+        let mut conn = plain(&iso).await;
+        let script = LuaScript::new(
+            "redis.call('INCR', KEYS[1]) return {ARGV[1], redis.call('GET', KEYS[1]), 7}",
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let key = format!("{}pipelined:counter", iso.redis.redis_key_prefix);
+        let reads = start(&iso);
+        for n in 1..=2 {
+            let reply = reads.eval_texts(&script, &[&key], &["hi"]).await.unwrap();
+            assert_eq!(reply, ["hi".to_owned(), n.to_string(), "7".to_owned()]);
+        }
+        let known: Vec<bool> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&script.sha)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(known, [true]);
+        let failing = LuaScript::new("return redis.call('HGET', KEYS[1], 'f')");
+        let err = reads.eval_texts(&failing, &[&key], &[]).await.unwrap_err();
+        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
         iso.cleanup().await;
     }
 
