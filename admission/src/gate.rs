@@ -193,9 +193,9 @@ pub(crate) struct Gate {
     enter: Script,
     undo: Script,
     /// Sales this process admits to, and when it last registered their tag.
-    registered: Arc<Mutex<HashMap<Uuid, Instant>>>,
-    tags: Arc<Mutex<HashMap<u32, TagSales>>>,
-    sales: Arc<Mutex<HashMap<Uuid, SaleView>>>,
+    registered: Arc<Mutex<Local<Uuid, Instant>>>,
+    tags: Arc<Mutex<Local<u32, TagSales>>>,
+    sales: Arc<Mutex<Local<Uuid, SaleView>>>,
 }
 
 impl Gate {
@@ -207,9 +207,9 @@ impl Gate {
             keys,
             enter: Script::new(ENTER),
             undo: Script::new(UNDO),
-            registered: Arc::new(Mutex::new(HashMap::new())),
-            tags: Arc::new(Mutex::new(HashMap::new())),
-            sales: Arc::new(Mutex::new(HashMap::new())),
+            registered: Arc::default(),
+            tags: Arc::default(),
+            sales: Arc::default(),
         }
     }
 
@@ -502,9 +502,13 @@ impl Gate {
     }
 }
 
-/// A process-local map; each use is one map operation, so a panic elsewhere cannot leave it
+/// A process-local map, hashed with foldhash (SipHash was a tenth of a poll's read). Its
+/// size is capped ([`KNOWN_SALES`]) and its seed random per process.
+type Local<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Locks a process-local map; each use is one map operation, so a panic elsewhere cannot leave it
 /// half-changed and a poisoned lock is still safe to use.
-fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+fn lock<K, V>(map: &Mutex<Local<K, V>>) -> std::sync::MutexGuard<'_, Local<K, V>> {
     map.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
