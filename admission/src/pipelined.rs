@@ -106,24 +106,15 @@ impl Pipelined {
         let mut args: Vec<&[u8]> = Vec::with_capacity(N + 2);
         args.extend([b"HMGET".as_slice(), key.as_bytes()]);
         args.extend(fields.iter().map(|f| f.as_bytes()));
-        let values = match self.query(&args).await? {
-            Reply::Array(values) if values.len() == N => values,
-            Reply::Error(message) => {
-                return Err(RedisError::from((
-                    ErrorKind::Extension,
-                    "Redis answered HMGET with an error",
-                    message,
-                )));
-            }
-            other => return Err(unexpected(&other)),
-        };
+        let values = array(self.query(&args).await?)?;
+        if values.len() != N {
+            return Err(unexpected(&Reply::Array(values)));
+        }
         let mut out = [const { None }; N];
         for (slot, value) in out.iter_mut().zip(values) {
             *slot = match value {
                 Reply::Nil => None,
-                Reply::Bulk(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
-                    RedisError::from((ErrorKind::Parse, "HMGET gave a value that is not UTF-8"))
-                })?),
+                Reply::Bulk(bytes) => Some(text(bytes)?),
                 other => return Err(unexpected(&other)),
             };
         }
@@ -172,29 +163,34 @@ impl Pipelined {
             command[1] = script.source.as_bytes();
             reply = self.query(&command).await?;
         }
-        let items = match reply {
-            Reply::Array(items) => items,
-            Reply::Error(message) => {
-                return Err(RedisError::from((
-                    ErrorKind::Extension,
-                    "Redis answered a script with an error",
-                    message,
-                )));
-            }
-            other => return Err(unexpected(&other)),
-        };
-        items
+        array(reply)?
             .into_iter()
             .map(|item| match item {
-                Reply::Bulk(bytes) => String::from_utf8(bytes).map_err(|_| {
-                    RedisError::from((ErrorKind::Parse, "a script gave text that is not UTF-8"))
-                }),
+                Reply::Bulk(bytes) => text(bytes),
                 Reply::Status(text) => Ok(text),
                 Reply::Int(number) => Ok(number.to_string()),
                 other => Err(unexpected(&other)),
             })
             .collect()
     }
+}
+
+/// The items of an array reply; an error reply becomes the error it is.
+fn array(reply: Reply) -> RedisResult<Vec<Reply>> {
+    match reply {
+        Reply::Array(items) => Ok(items),
+        Reply::Error(message) => Err(RedisError::from((
+            ErrorKind::Extension,
+            "Redis answered with an error",
+            message,
+        ))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn text(bytes: Vec<u8>) -> RedisResult<String> {
+    String::from_utf8(bytes)
+        .map_err(|_| RedisError::from((ErrorKind::Parse, "Redis gave text that is not UTF-8")))
 }
 
 fn unexpected(reply: &Reply) -> RedisError {
