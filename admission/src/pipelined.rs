@@ -336,10 +336,12 @@ async fn serve(
             while let Ok(request) = incoming.try_recv() {
                 take(request, &mut output, waiting);
             }
-            if let Err(err) = writer.write_all(&output).await {
-                return Some(err.into());
+            // A Redis that stops reading would hold this write, and the check below, forever.
+            match tokio::time::timeout(period, writer.write_all(&output)).await {
+                Ok(Ok(())) => output.clear(),
+                Ok(Err(err)) => return Some(err.into()),
+                Err(_) => return Some(io_error("Redis stopped reading")),
             }
-            output.clear();
         }
         tokio::select! {
             biased;
@@ -554,6 +556,24 @@ mod tests {
             .unwrap();
         let err = reads.query(&[b"PING"]).await.unwrap_err();
         assert!(err.is_io_error(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_stops_reading_fails_the_write() {
+        // Accepts the connection and never reads: a large enough command fills the buffers.
+        let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = deaf.local_addr().unwrap().port();
+        let held = tokio::spawn(async move { deaf.accept().await });
+        let url = format!("redis://127.0.0.1:{port}");
+        let reads = Pipelined::start(&url, Duration::from_millis(200))
+            .unwrap()
+            .unwrap();
+        let big = vec![b'x'; 64 << 20];
+        let command: [&[u8]; 3] = [b"SET", b"k", &big];
+        let answer = tokio::time::timeout(Duration::from_secs(10), reads.query(&command));
+        let err = answer.await.expect("the write was given up").unwrap_err();
+        assert!(err.is_io_error(), "{err:?}");
+        held.abort();
     }
 
     #[test]
