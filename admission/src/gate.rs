@@ -563,3 +563,66 @@ fn parse_entry(reply: &[String]) -> Entry {
         _ => Entry::Unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as Span;
+    use flash_core::{
+        sale_gate::{self, Arm, SaleMeta},
+        testing::Isolation,
+    };
+
+    use super::*;
+
+    /// The door speaks to Redis over its own pipelined connection, or through the `redis`
+    /// crate when the URL names a server that connection does not speak to (a Unix socket).
+    /// Both must decide entries and read tickets alike.
+    #[tokio::test]
+    async fn entries_and_tickets_read_alike_over_either_connection() {
+        let iso = Isolation::new();
+        let redis = flash_core::redis::connect(&iso.redis).await.unwrap();
+        let keys = Keys::new(&iso.redis.redis_key_prefix);
+        let pipelined = Pipelined::start(&iso.redis.redis_url, std::time::Duration::from_secs(2))
+            .unwrap()
+            .expect("a TCP Redis URL");
+        let gates = [
+            Gate::new(redis.clone(), None, keys.clone()),
+            Gate::new(redis.clone(), Some(pipelined), keys.clone()),
+        ];
+        let now = Utc::now();
+        let sale = Uuid::now_v7();
+        let meta = SaleMeta::open(now - Span::minutes(1), now + Span::hours(1), 1);
+        sale_gate::arm(&redis, &keys, sale, 3, &meta, Arm::IfAbsent)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for (i, gate) in gates.iter().enumerate() {
+            let member = MemberId::new();
+            let Entry::Queued { ticket, seq } = gate.enter(sale, member, now, 0).await.unwrap()
+            else {
+                panic!("gate {i}: the first entry is queued");
+            };
+            assert_eq!(seq, i64::try_from(i).unwrap() + 1, "gate {i}");
+            let again = gate.enter(sale, member, now, 0).await.unwrap();
+            assert!(
+                matches!(again, Entry::Existing { ticket: t, .. } if t == ticket),
+                "gate {i}: {again:?}"
+            );
+            for reader in &gates {
+                let state = reader.ticket(ticket).await.unwrap().expect("the ticket");
+                assert_eq!(
+                    (state.status.as_str(), state.member, state.seq, state.sale),
+                    ("queued", member.get(), seq, sale),
+                    "entered at gate {i}"
+                );
+            }
+            seen.push(ticket);
+        }
+        let unknown = ticket_id::new_ticket(sale);
+        for gate in &gates {
+            assert!(gate.ticket(unknown).await.unwrap().is_none());
+        }
+        assert_ne!(seen[0], seen[1]);
+        iso.cleanup().await;
+    }
+}
