@@ -540,40 +540,51 @@ mod tests {
         assert!(err.is_io_error(), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn a_redis_that_stops_answering_fails_the_reads_in_flight() {
-        // Accepts the connection, reads what it is sent, and never answers.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = silent.local_addr().unwrap().port();
+    /// A connection to a stand-in server on a free port that hands the one connection it
+    /// accepts to `serve`, with a short response timeout.
+    async fn stand_in<F, Fut>(serve: F) -> Pipelined
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
-            let (mut socket, _) = silent.accept().await.unwrap();
-            let mut sink = Vec::new();
-            while socket.read_buf(&mut sink).await.is_ok_and(|n| n > 0) {}
+            if let Ok((socket, _)) = listener.accept().await {
+                serve(socket).await;
+            }
         });
         let url = format!("redis://127.0.0.1:{port}");
-        let reads = Pipelined::start(&url, Duration::from_millis(200))
+        Pipelined::start(&url, Duration::from_millis(200))
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_stops_answering_fails_the_reads_in_flight() {
+        // Reads what it is sent, and never answers.
+        let reads = stand_in(|mut socket| async move {
+            let mut sink = Vec::new();
+            while socket.read_buf(&mut sink).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
         let err = reads.query(&[b"PING"]).await.unwrap_err();
         assert!(err.is_io_error(), "{err:?}");
     }
 
     #[tokio::test]
     async fn a_redis_that_stops_reading_fails_the_write() {
-        // Accepts the connection and never reads: a large enough command fills the buffers.
-        let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = deaf.local_addr().unwrap().port();
-        let held = tokio::spawn(async move { deaf.accept().await });
-        let url = format!("redis://127.0.0.1:{port}");
-        let reads = Pipelined::start(&url, Duration::from_millis(200))
-            .unwrap()
-            .unwrap();
+        // Never reads: a large enough command fills the buffers.
+        let reads = stand_in(|socket| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        })
+        .await;
         let big = vec![b'x'; 64 << 20];
         let command: [&[u8]; 3] = [b"SET", b"k", &big];
         let answer = tokio::time::timeout(Duration::from_secs(10), reads.query(&command));
         let err = answer.await.expect("the write was given up").unwrap_err();
         assert!(err.is_io_error(), "{err:?}");
-        held.abort();
     }
 
     #[test]
