@@ -185,12 +185,11 @@ const TAG_TTL_SECS: i64 = 30 * 24 * 3600;
 pub(crate) struct Gate {
     redis: ConnectionManager,
     /// The door's own connection for the two hot commands, an entry's script and a poll's
-    /// read (see [`Pipelined`]); `None` for a Redis it does not speak to (TLS, Unix socket),
+    /// read (see [`Pipelined`]); `None` for a Redis it does not speak to (a Unix socket),
     /// where they go through `redis` like the rest.
     pipelined: Option<Pipelined>,
-    enter_script: LuaScript,
     keys: Keys,
-    enter: Script,
+    enter: LuaScript,
     undo: Script,
     /// Sales this process admits to, and when it last registered their tag.
     registered: Arc<Mutex<Local<Uuid, Instant>>>,
@@ -203,9 +202,8 @@ impl Gate {
         Self {
             redis,
             pipelined,
-            enter_script: LuaScript::new(ENTER),
             keys,
-            enter: Script::new(ENTER),
+            enter: LuaScript::new(ENTER),
             undo: Script::new(UNDO),
             registered: Arc::default(),
             tags: Arc::default(),
@@ -315,12 +313,10 @@ impl Gate {
             Some(pipelined) => {
                 let keys = keys.each_ref().map(String::as_str);
                 let args = args.each_ref().map(String::as_str);
-                pipelined
-                    .eval_texts(&self.enter_script, &keys, &args)
-                    .await?
+                pipelined.eval_texts(&self.enter, &keys, &args).await?
             }
             None => {
-                let mut invocation = self.enter.prepare_invoke();
+                let mut invocation = self.enter.script().prepare_invoke();
                 invocation.key(&keys).arg(&args);
                 invocation.invoke_async(&mut self.redis.clone()).await?
             }

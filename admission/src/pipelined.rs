@@ -1,15 +1,15 @@
-//! A Redis connection of the door's own for the waiting room's poll: every poll's `HMGET`
-//! goes down one socket, pipelined with the others in flight, and the replies come back in
-//! the same order.
+//! A Redis connection of the door's own for its two hot commands, the waiting room's poll
+//! (`HMGET` of the ticket) and the entry's gate script: every command goes down one socket,
+//! pipelined with the others in flight, and the replies come back in the same order.
 //!
 //! The `redis` crate's multiplexed connection does the same, but a poll's read cost ~24,000
 //! instructions in it (callgrind: its `combine` reply parser, the shared-future reconnect
 //! wrapper, a response-timeout timer per command): more than the rest of the poll's handler.
-//! This connection does only what the poll needs, with the plain parser of [`crate::resp`].
-//! Every other Redis command of the door still goes through the crate.
+//! This connection does only what those commands need, with the plain parser of
+//! [`crate::resp`]. Every other Redis command of the door still goes through the crate.
 //!
-//! Failure behaves as with the crate: a lost or silent connection fails what is in flight with
-//! an I/O error (the door answers 503), and the next request connects afresh.
+//! Failure behaves as with the crate: a lost, silent or deaf connection fails what is in
+//! flight with an I/O error (the door answers 503), and the next request connects afresh.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -39,7 +39,6 @@ struct Request {
 }
 
 /// Where and how to connect.
-#[derive(Clone)]
 struct Target {
     host: String,
     port: u16,
@@ -123,19 +122,25 @@ impl Pipelined {
 }
 
 /// A Lua script the door runs over [`Pipelined`]: by its SHA1, with its source at hand for a
-/// Redis that does not know it (yet, or since a restart).
+/// Redis that does not know it (yet, or since a restart). The crate's `Script` keeps the hash
+/// but not the source.
 #[derive(Clone)]
 pub(crate) struct LuaScript {
     source: &'static str,
-    sha: String,
+    script: redis::Script,
 }
 
 impl LuaScript {
     pub(crate) fn new(source: &'static str) -> Self {
         Self {
             source,
-            sha: redis::Script::new(source).get_hash().to_owned(),
+            script: redis::Script::new(source),
         }
+    }
+
+    /// The script for the crate's connection, when there is no [`Pipelined`].
+    pub(crate) fn script(&self) -> &redis::Script {
+        &self.script
     }
 }
 
@@ -153,7 +158,7 @@ impl Pipelined {
         let mut command: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
         command.extend([
             b"EVALSHA".as_slice(),
-            script.sha.as_bytes(),
+            script.script.get_hash().as_bytes(),
             count.as_bytes(),
         ]);
         command.extend(keys.iter().chain(args).map(|a| a.as_bytes()));
@@ -492,7 +497,7 @@ mod tests {
         }
         let known: Vec<bool> = redis::cmd("SCRIPT")
             .arg("EXISTS")
-            .arg(&script.sha)
+            .arg(script.script.get_hash())
             .query_async(&mut conn)
             .await
             .unwrap();
