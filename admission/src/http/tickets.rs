@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     ApiError, ProblemType,
     auth::AuthMember,
+    domain::MemberId,
     extract::{Json, Path, Query},
     jobs::TicketMessage,
+    nats::PublishError,
     problem::ProblemBody,
 };
 use serde::{Deserialize, Serialize};
@@ -165,18 +167,10 @@ pub(crate) async fn create_ticket(
         .map_or(0, |nonce| pow::work(&challenge(), Some(nonce)));
     match state.gate.enter(sale, member.member_id, now, work).await? {
         Entry::Queued { ticket, seq } => {
-            let message = TicketMessage {
-                ticket_id: ticket,
-                sale_id: sale,
-                member_id: member.member_id,
-                seq,
-                admitted_at_ms: now.timestamp_millis(),
-            };
-            let request_id = headers
-                .get(flash_core::http::REQUEST_ID)
-                .and_then(|v| v.to_str().ok());
             // The 202 is a promise: JetStream acked the ticket.
-            if let Err(err) = state.queue.publish(&message, request_id).await {
+            if let Err(err) =
+                queue(&state, sale, member.member_id, ticket, seq, now, &headers).await
+            {
                 metrics::counter!("flash_admission_tickets_total", "outcome" => "publish_failed")
                     .increment(1);
                 if let Err(undo) = state.gate.undo(sale, member.member_id, ticket).await {
@@ -239,6 +233,28 @@ pub(crate) async fn create_ticket(
                 state.gate.ticket(ticket).await?.ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
                 })?;
+            // The gate may have queued this ticket for an entry whose answer never came back
+            // (Redis's reply lost, the door stopped before publishing): nothing else would
+            // ever publish it, and the buyer would wait on it forever. Publishing again under
+            // the ticket's `Nats-Msg-Id` queues it then, and is dropped as a duplicate when
+            // the first publish did land.
+            if current.status == "queued" {
+                queue(
+                    &state,
+                    sale,
+                    member.member_id,
+                    ticket,
+                    current.seq,
+                    Utc::now(),
+                    &headers,
+                )
+                .await
+                .map_err(|err| {
+                    ApiError::unavailable(
+                        anyhow::Error::from(err).context("queueing the ticket again"),
+                    )
+                })?;
+            }
             Ok(ticket_response(
                 StatusCode::OK,
                 TicketBody::from_state(ticket, &current),
@@ -277,6 +293,30 @@ pub(crate) async fn create_ticket(
             }
         }
     }
+}
+
+/// Publishes `member`'s ticket of `sale`, admitted at `admitted_at`, and waits for
+/// JetStream's ack.
+async fn queue(
+    state: &AppState,
+    sale: Uuid,
+    member: MemberId,
+    ticket: Uuid,
+    seq: i64,
+    admitted_at: DateTime<Utc>,
+    headers: &HeaderMap,
+) -> Result<(), PublishError> {
+    let message = TicketMessage {
+        ticket_id: ticket,
+        sale_id: sale,
+        member_id: member,
+        seq,
+        admitted_at_ms: admitted_at.timestamp_millis(),
+    };
+    let request_id = headers
+        .get(flash_core::http::REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
+    state.queue.publish(&message, request_id).await
 }
 
 fn rejected(reason: &'static str, err: ApiError) -> ApiError {

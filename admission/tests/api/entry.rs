@@ -157,6 +157,100 @@ async fn a_failed_publish_returns_the_unit_and_answers_503(db: PgPool) {
     app.teardown().await;
 }
 
+/// The gate queued a ticket, but the entry's answer was lost before the publish (Redis's
+/// reply lost, the door stopped): the buyer's next entry publishes it, once, and a publish
+/// that fails then leaves the ticket and its unit in place for the entry after.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let sale = app.arm(5, Utc::now() - Duration::seconds(1)).await;
+    let nats = flash_core::nats::connect(&app.iso.nats, "test")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    // A real entry shows this sale's ticket ids: they start with the sale's tag.
+    let first = json(app.enter(sale, &app.buyer()).await, StatusCode::ACCEPTED).await;
+    let tagged: Uuid = first["ticket_id"].as_str().unwrap().parse().unwrap();
+    let mut bytes = Uuid::new_v4().into_bytes();
+    bytes[..4].copy_from_slice(&tagged.as_bytes()[..4]);
+    let lost = Uuid::new_v8(bytes);
+    let buyer = app.buyer();
+    // What the gate script leaves for a queued entry, with no publish after it.
+    redis::pipe()
+        .cmd("DECR")
+        .arg(app.keys.sale_gate(sale))
+        .ignore()
+        .cmd("HSET")
+        .arg(app.keys.ticket(sale, lost))
+        .arg("member")
+        .arg(buyer.id.to_string())
+        .arg("status")
+        .arg("queued")
+        .arg("seq")
+        .arg(2)
+        .arg("seen")
+        .arg(Utc::now().timestamp_millis())
+        .ignore()
+        .cmd("SET")
+        .arg(app.keys.member_ticket(sale, buyer.id.get()))
+        .arg(lost.to_string())
+        .ignore()
+        .query_async::<()>(&mut app.redis.clone())
+        .await
+        .unwrap();
+    js.delete_stream(&app.iso.nats.nats_flash_stream)
+        .await
+        .unwrap();
+
+    let refused = app.enter(sale, &buyer).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    let status: Option<String> = redis::AsyncCommands::hget(
+        &mut app.redis.clone(),
+        app.keys.ticket(sale, lost),
+        "status",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status.as_deref(),
+        Some("queued"),
+        "the ticket keeps its place"
+    );
+    assert_eq!(app.gate(sale).await, 3, "and its unit");
+
+    flash_core::nats::ensure_flash_queue(&js, &app.iso.nats)
+        .await
+        .unwrap();
+    let again = json(app.enter(sale, &buyer).await, StatusCode::OK).await;
+    assert_eq!(again["ticket_id"], lost.to_string());
+    assert_eq!(again["status"], "queued");
+    assert_eq!(
+        app.queued_messages().await,
+        1,
+        "the lost ticket is queued now"
+    );
+    let subject =
+        flash_core::nats::Subjects::new(&app.iso.nats.nats_subject_prefix).flash_tickets(sale);
+    let message = js
+        .get_stream(&app.iso.nats.nats_flash_stream)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .unwrap();
+    let ticket: flash_core::jobs::TicketMessage = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (ticket.ticket_id, ticket.member_id, ticket.seq),
+        (lost, buyer.id, 2)
+    );
+
+    json(app.enter(sale, &buyer).await, StatusCode::OK).await;
+    assert_eq!(app.queued_messages().await, 1, "and only once");
+    assert_eq!(app.gate(sale).await, 3);
+    app.teardown().await;
+}
+
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn a_full_queue_sheds_entries_with_503(db: PgPool) {
     let app = TestApp::spawn_with(db, |c| c.queue_max_depth = 2).await;
