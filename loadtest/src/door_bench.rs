@@ -5,8 +5,11 @@
 //! Redis through the same `flash_core::sale_gate::arm` catalog-api uses, has every buyer open
 //! the waiting room before the start (`GET /sales/{id}/tickets/mine`, as the page does; the
 //! door verifies the token then, not in the rush; `--cold` skips this), opens the sale, fires
-//! every buyer's entry over C connections, then polls the tickets. Afterwards it removes what it queued (the
-//! sale's messages and keys), so no worker ever sees the synthetic tickets.
+//! every buyer's entry over C connections, then polls the tickets. The sale is held (paused)
+//! throughout, so the workers leave its tickets in the queue: it exists only in Redis, and
+//! draining it would only reject every ticket as an unknown sale while taking a fifth of the
+//! machine from the door being measured (`loadtest drain` measures the drain). Afterwards it
+//! removes what it queued (the sale's messages and keys).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -98,6 +101,7 @@ pub async fn run(args: DoorArgs) -> anyhow::Result<()> {
         now + chrono::Duration::hours(2),
         1,
     );
+    meta.paused = true;
     sale_gate::arm(&redis, &keys, sale, args.units, &meta, Arm::IfAbsent).await?;
 
     let door = Connections::to(&args.admission_url, args.connections).await?;
