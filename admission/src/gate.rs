@@ -36,7 +36,7 @@ local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', '
 if not meta[1] then return {'unknown'} end
 local now = tonumber(ARGV[3])
 if meta[3] == '1' or now >= tonumber(meta[2]) then return {'ended'} end
-local expire_at = tonumber(meta[2]) + 86400000
+local expire_at = tostring(tonumber(meta[2]) + 86400000)
 local prequeue_at = tonumber(meta[5] or '0')
 local held = nil
 if now < tonumber(meta[1]) then
@@ -48,36 +48,32 @@ if tonumber(meta[7] or '0') > tonumber(ARGV[4]) then return {'pow', meta[7]} end
 if held then
   redis.call('RPUSH', held, ARGV[1])
   redis.call('PEXPIREAT', held, expire_at)
-  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', 0, 'seen', ARGV[3])
+  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', '0', 'seen', ARGV[3])
   redis.call('PEXPIREAT', KEYS[5], expire_at)
-  redis.call('SET', KEYS[3], ARGV[1])
-  redis.call('PEXPIREAT', KEYS[3], expire_at)
+  redis.call('SET', KEYS[3], ARGV[1], 'PXAT', expire_at)
   return {'prequeued', ARGV[1], '0'}
 end
 local status = 'sold_out'
-local seq = 0
+local seq = '0'
 local waitlist = tonumber(meta[4] or '0')
 local waiting = 0
 if waitlist > 0 then waiting = redis.call('LLEN', KEYS[6]) end
 if waiting == 0 and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
   redis.call('DECR', KEYS[1])
-  seq = redis.call('INCR', KEYS[2])
+  seq = tostring(redis.call('INCR', KEYS[2]))
+  redis.call('PEXPIREAT', KEYS[2], expire_at)
   status = 'queued'
 elseif waiting < waitlist then
-  seq = redis.call('INCR', KEYS[7])
   status = 'waitlisted'
   redis.call('RPUSH', KEYS[6], ARGV[1])
   redis.call('PEXPIREAT', KEYS[6], expire_at)
+  redis.call('HSET', KEYS[5], 'wseq', redis.call('INCR', KEYS[7]))
   redis.call('PEXPIREAT', KEYS[7], expire_at)
-  redis.call('HSET', KEYS[5], 'wseq', seq)
-  seq = 0
 end
 redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq, 'seen', ARGV[3])
 redis.call('PEXPIREAT', KEYS[5], expire_at)
-redis.call('SET', KEYS[3], ARGV[1])
-redis.call('PEXPIREAT', KEYS[3], expire_at)
-redis.call('PEXPIREAT', KEYS[2], expire_at)
-return {status, ARGV[1], tostring(seq)}
+redis.call('SET', KEYS[3], ARGV[1], 'PXAT', expire_at)
+return {status, ARGV[1], seq}
 ";
 
 /// KEYS: gate, member index, ticket. ARGV: ticket id.
