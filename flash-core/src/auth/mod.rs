@@ -269,8 +269,7 @@ impl TokenCache {
     fn insert(&self, token: &str, entry: CachedToken) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(token) {
-            // Crude but bounded: forget everything; the next requests re-verify.
-            entries.clear();
+            make_room(&mut entries, self.capacity);
         }
         entries.insert(Arc::from(token), entry);
     }
@@ -285,6 +284,23 @@ impl TokenCache {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Frees room in a full token cache. Expired tokens go first; if that frees less than a quarter
+/// of it, every other remaining token goes too (the map's order has nothing to do with age, so
+/// that forgets a fair sample). Forgetting everything instead would send every buyer of a large
+/// sale back to the EdDSA check at once, in the middle of the rush; this way the sweep, which
+/// holds the lock for one pass over the map, runs at most once per quarter of the capacity.
+fn make_room(entries: &mut Tokens, capacity: usize) {
+    let now = chrono::Utc::now().timestamp();
+    entries.retain(|_, cached| cached.claims.exp > now);
+    if entries.len() > capacity - capacity / 4 {
+        let mut keep = false;
+        entries.retain(|_, _| {
+            keep = !keep;
+            keep
+        });
     }
 }
 
@@ -434,6 +450,62 @@ mod tests {
         .unwrap();
         assert_eq!(verifier.verify(&hmac), Err(TokenError::Invalid));
         assert_eq!(verifier.verify("not.a.token"), Err(TokenError::Invalid));
+    }
+
+    fn cached(exp: i64) -> CachedToken {
+        CachedToken {
+            claims: Arc::new(Claims {
+                sub: MemberId::new(),
+                role: Role::Buyer,
+                jti: Uuid::new_v4(),
+                sid: Uuid::new_v4(),
+                iat: 0,
+                exp,
+                iss: "iss".to_owned(),
+                aud: "aud".to_owned(),
+            }),
+            allowed_at: Instant::now(),
+            vouched_by: None,
+        }
+    }
+
+    fn cache(capacity: usize) -> TokenCache {
+        TokenCache {
+            capacity,
+            entries: Mutex::new(Tokens::default()),
+        }
+    }
+
+    #[test]
+    fn a_full_token_cache_forgets_expired_tokens_first() {
+        let cache = cache(8);
+        let live = chrono::Utc::now().timestamp() + 600;
+        for i in 0..8 {
+            let exp = if i % 4 == 0 { live - 1200 } else { live };
+            cache.insert(&format!("t{i}"), cached(exp));
+        }
+        cache.insert("new", cached(live));
+        assert_eq!(cache.lock().len(), 7, "the two expired tokens made room");
+        for kept in ["t1", "t2", "t3", "t5", "t6", "t7", "new"] {
+            assert!(cache.get(kept).is_some(), "{kept} is still remembered");
+        }
+    }
+
+    #[test]
+    fn a_full_token_cache_of_live_tokens_forgets_half_not_all() {
+        let cache = cache(8);
+        let live = chrono::Utc::now().timestamp() + 600;
+        for i in 0..8 {
+            cache.insert(&format!("t{i}"), cached(live));
+        }
+        cache.insert("new", cached(live));
+        let remembered = cache.lock().len();
+        assert_eq!(remembered, 5, "four of the eight, and the new one");
+        assert!(cache.get("new").is_some());
+        for i in 0..100 {
+            cache.insert(&format!("more{i}"), cached(live));
+            assert!(cache.lock().len() <= 8, "never above the capacity");
+        }
     }
 
     #[test]
