@@ -57,6 +57,10 @@ enum Fate {
     /// Its buyer stopped polling longer ago than the sale allows: no order, and the unit goes
     /// back to the gate (where the waitlist, if any, gets it first).
     Expired,
+    /// Decided sold out or rejected by an earlier delivery: this is a copy (the door publishes
+    /// a `queued` ticket again when its buyer re-enters, and past the duplicate window both
+    /// copies stay). The buyer has their answer; deciding again could change it.
+    Decided,
 }
 
 /// Turns tickets into orders.
@@ -338,6 +342,7 @@ impl Drainer {
                 Fate::Rejected(_) => "rejected",
                 Fate::Withdrawn => "withdrawn",
                 Fate::Expired => "expired",
+                Fate::Decided => "duplicate",
             };
             metrics::counter!("flash_workers_tickets_total", "outcome" => outcome).increment(1);
         }
@@ -345,8 +350,9 @@ impl Drainer {
     }
 
     /// Tickets decided before the database is asked: withdrawn by the door (see
-    /// [`Fate::Withdrawn`]), or abandoned by their buyer for longer than the sale allows (see
-    /// [`Fate::Expired`]; the buyer's last poll is stamped on the ticket by the door).
+    /// [`Fate::Withdrawn`]), abandoned by their buyer for longer than the sale allows (see
+    /// [`Fate::Expired`]; the buyer's last poll is stamped on the ticket by the door), or
+    /// decided already (see [`Fate::Decided`]).
     async fn settled(
         &self,
         sale: Uuid,
@@ -370,6 +376,10 @@ impl Drainer {
                 Some("withdrawn") => Some((t.ticket_id, Fate::Withdrawn)),
                 // Expired by an earlier delivery of this ticket.
                 Some("expired") => Some((t.ticket_id, Fate::Expired)),
+                // Only a worker's decision sets these on a published ticket (the door's own
+                // sold-out tickets are never published); an ordered one has its order, which
+                // the database finds.
+                Some("sold_out" | "rejected") => Some((t.ticket_id, Fate::Decided)),
                 Some("queued")
                     if abandon_after_secs > 0 && seen.is_some_and(|s| s < abandoned_before) =>
                 {
@@ -424,7 +434,7 @@ impl Drainer {
                         .arg(self.keys.sale_gate(sale))
                         .ignore();
                 }
-                Some(Fate::Withdrawn) | None => {}
+                Some(Fate::Withdrawn | Fate::Decided) | None => {}
             }
         }
         let highest = items.iter().map(|(_, t)| t.seq).max().unwrap_or(0);

@@ -67,6 +67,33 @@ async fn a_redelivered_ticket_makes_no_second_order(db: PgPool) {
     env.cleanup().await;
 }
 
+/// A second copy of a ticket reaches the drain after the first was decided (the door publishes
+/// a `queued` ticket again when its buyer re-enters, and past the duplicate window JetStream
+/// keeps both): the buyer's answer stands, even though a unit came back meanwhile.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_second_copy_of_a_decided_ticket_changes_nothing(db: PgPool) {
+    let env = Env::new(db, 1, 1).await;
+    let drainer = env.drainer().await;
+    let (first, second) = (env.member().await, env.member().await);
+    let (ordered, sold_out) = (Uuid::now_v7(), Uuid::now_v7());
+    env.queue(first, 1, ordered, None).await;
+    env.queue(second, 2, sold_out, None).await;
+    env.drain_all(&drainer).await;
+    assert_eq!(env.status(sold_out).await.0, "sold_out");
+    sqlx::query("update flash_sales set quantity_left = 1 where flash_sale_id = $1")
+        .bind(env.sale)
+        .execute(&env.db)
+        .await
+        .unwrap();
+
+    env.publish(second, 2, sold_out, Some("copy")).await;
+    env.drain_all(&drainer).await;
+
+    assert_eq!(env.status(sold_out).await, ("sold_out".to_owned(), None));
+    assert_eq!((env.orders().await, env.quantity_left().await), (1, 1));
+    env.cleanup().await;
+}
+
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn a_ticket_the_door_withdrew_never_becomes_an_order(db: PgPool) {
     let env = Env::new(db, 5, 1).await;

@@ -192,6 +192,18 @@ impl Env {
         )
         .await
         .unwrap();
+        self.publish(member, seq, ticket, msg_id).await;
+    }
+
+    /// Publishes a ticket's message and nothing else, as the door does when a buyer re-enters
+    /// with a ticket still `queued`.
+    pub(crate) async fn publish(
+        &self,
+        member: MemberId,
+        seq: i64,
+        ticket: Uuid,
+        msg_id: Option<&str>,
+    ) {
         let message = TicketMessage {
             ticket_id: ticket,
             sale_id: self.sale,
