@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, json, problem};
+use crate::helpers::{TestApp, json, problem, retry_later};
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn entering_twice_returns_the_same_ticket_and_takes_one_unit(db: PgPool) {
@@ -66,8 +66,7 @@ async fn entries_beyond_a_members_rate_get_429_with_retry_after(db: PgPool) {
 
     let limited = app.enter(sale, &buyer).await;
 
-    assert!(limited.headers().contains_key("retry-after"));
-    problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
+    retry_later(limited, StatusCode::TOO_MANY_REQUESTS).await;
     assert!(
         app.enter(sale, &app.buyer()).await.status().is_success(),
         "other buyers are not affected"
@@ -120,8 +119,7 @@ async fn a_sale_redis_lost_answers_503_not_404(db: PgPool) {
 
     let response = app.enter(sale, &app.buyer()).await;
 
-    assert!(response.headers().contains_key("retry-after"));
-    problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    retry_later(response, StatusCode::SERVICE_UNAVAILABLE).await;
     app.teardown().await;
 }
 
@@ -132,18 +130,11 @@ async fn a_failed_publish_returns_the_unit_and_answers_503(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let sale = app.arm(3, Utc::now() - Duration::seconds(1)).await;
     let buyer = app.buyer();
-    let nats = flash_core::nats::connect(&app.iso.nats, "test")
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nats);
-    js.delete_stream(&app.iso.nats.nats_flash_stream)
-        .await
-        .unwrap();
+    let js = app.lose_the_queue().await;
 
     let refused = app.enter(sale, &buyer).await;
 
-    assert!(refused.headers().contains_key("retry-after"));
-    problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    retry_later(refused, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(app.gate(sale).await, 3, "the unit went back");
     flash_core::nats::ensure_flash_queue(&js, &app.iso.nats)
         .await
@@ -164,10 +155,6 @@ async fn a_failed_publish_returns_the_unit_and_answers_503(db: PgPool) {
 async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let sale = app.arm(5, Utc::now() - Duration::seconds(1)).await;
-    let nats = flash_core::nats::connect(&app.iso.nats, "test")
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nats);
     // A real entry shows this sale's ticket ids: they start with the sale's tag.
     let first = json(app.enter(sale, &app.buyer()).await, StatusCode::ACCEPTED).await;
     let tagged: Uuid = first["ticket_id"].as_str().unwrap().parse().unwrap();
@@ -198,13 +185,13 @@ async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(d
         .query_async::<()>(&mut app.redis.clone())
         .await
         .unwrap();
-    js.delete_stream(&app.iso.nats.nats_flash_stream)
-        .await
-        .unwrap();
+    let js = app.lose_the_queue().await;
 
-    let refused = app.enter(sale, &buyer).await;
-    assert!(refused.headers().contains_key("retry-after"));
-    problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    retry_later(
+        app.enter(sale, &buyer).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     let status: Option<String> = redis::AsyncCommands::hget(
         &mut app.redis.clone(),
         app.keys.ticket(sale, lost),
@@ -266,7 +253,7 @@ async fn a_full_queue_sheds_entries_with_503(db: PgPool) {
 
     let shed = app.enter(sale, &app.buyer()).await;
 
-    problem(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    retry_later(shed, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(app.gate(sale).await, 8, "a shed entry takes nothing");
     app.teardown().await;
 }

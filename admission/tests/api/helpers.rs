@@ -155,6 +155,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Deletes this test's flash stream, so every publish fails as with NATS unable to store
+    /// it; the returned context makes it again (`ensure_flash_queue`).
+    pub(crate) async fn lose_the_queue(&self) -> async_nats::jetstream::Context {
+        let nats = flash_core::nats::connect(&self.iso.nats, "test")
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(nats);
+        js.delete_stream(&self.iso.nats.nats_flash_stream)
+            .await
+            .unwrap();
+        js
+    }
+
     /// Messages waiting in this test's flash queue.
     pub(crate) async fn queued_messages(&self) -> u64 {
         let nats = flash_core::nats::connect(&self.iso.nats, "test")
@@ -182,6 +195,12 @@ fn door_config(iso: &Isolation) -> Config {
 pub(crate) async fn json(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
     response.json().await.unwrap()
+}
+
+/// A refusal the buyer should retry: `Retry-After` and a problem body with `status`.
+pub(crate) async fn retry_later(response: Response, status: StatusCode) -> Value {
+    assert!(response.headers().contains_key("retry-after"));
+    problem(response, status).await
 }
 
 pub(crate) async fn problem(response: Response, status: StatusCode) -> Value {
