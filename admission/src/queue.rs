@@ -36,12 +36,13 @@ impl Queue {
     }
 
     /// Publishes a ticket with `Nats-Msg-Id` = ticket id and waits for JetStream's ack: only an
-    /// acked ticket may be promised to the buyer.
+    /// acked ticket may be promised to the buyer. `false` when JetStream already held it (a
+    /// duplicate within its window), so that a re-entry can tell a stranded ticket it queued.
     pub(crate) async fn publish(
         &self,
         ticket: &TicketMessage,
         request_id: Option<&str>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<bool, PublishError> {
         let payload = serde_json::to_vec(ticket).unwrap_or_default();
         let started = Instant::now();
         let outcome = publish_durably(
@@ -54,7 +55,7 @@ impl Queue {
         .await;
         metrics::histogram!("flash_admission_publish_seconds")
             .record(started.elapsed().as_secs_f64());
-        outcome.map(drop)
+        outcome.map(|ack| !ack.duplicate)
     }
 
     /// Tickets waiting in the queue, as of the last refresh.

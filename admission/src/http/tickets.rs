@@ -174,7 +174,7 @@ pub(crate) async fn create_ticket(
                 metrics::counter!("flash_admission_tickets_total", "outcome" => "publish_failed")
                     .increment(1);
                 if let Err(undo) = state.gate.undo(sale, member.member_id, ticket).await {
-                    tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the reconciler will fix the gate");
+                    tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
                 }
                 return Err(ApiError::unavailable(
                     anyhow::Error::from(err).context("queueing the ticket"),
@@ -239,7 +239,7 @@ pub(crate) async fn create_ticket(
             // the ticket's `Nats-Msg-Id` queues it then, and is dropped as a duplicate when
             // the first publish did land.
             if current.status == "queued" {
-                queue(
+                let stranded = queue(
                     &state,
                     sale,
                     member.member_id,
@@ -254,6 +254,12 @@ pub(crate) async fn create_ticket(
                         anyhow::Error::from(err).context("queueing the ticket again"),
                     )
                 })?;
+                if stranded {
+                    // Also a copy of a ticket queued longer ago than the duplicate window.
+                    tracing::warn!(%ticket, "a queued ticket JetStream did not hold is queued now");
+                    metrics::counter!("flash_admission_tickets_total", "outcome" => "requeued")
+                        .increment(1);
+                }
             }
             Ok(ticket_response(
                 StatusCode::OK,
@@ -296,7 +302,7 @@ pub(crate) async fn create_ticket(
 }
 
 /// Publishes `member`'s ticket of `sale`, admitted at `admitted_at`, and waits for
-/// JetStream's ack.
+/// JetStream's ack: `false` when JetStream already held it.
 async fn queue(
     state: &AppState,
     sale: Uuid,
@@ -305,7 +311,7 @@ async fn queue(
     seq: i64,
     admitted_at: DateTime<Utc>,
     headers: &HeaderMap,
-) -> Result<(), PublishError> {
+) -> Result<bool, PublishError> {
     let message = TicketMessage {
         ticket_id: ticket,
         sale_id: sale,

@@ -232,9 +232,17 @@ async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(d
         (lost, buyer.id, 2)
     );
 
+    // Only this test re-queues a ticket, and the recorder is the process's.
+    let requeued = r#"flash_admission_tickets_total{outcome="requeued"} 1"#;
+    assert!(app.metrics().await.contains(requeued), "{requeued}");
+
     json(app.enter(sale, &buyer).await, StatusCode::OK).await;
     assert_eq!(app.queued_messages().await, 1, "and only once");
     assert_eq!(app.gate(sale).await, 3);
+    assert!(
+        app.metrics().await.contains(requeued),
+        "a duplicate is not counted"
+    );
     app.teardown().await;
 }
 
@@ -351,15 +359,7 @@ async fn metrics_count_entries_by_outcome_and_time_publishes(db: PgPool) {
     app.enter(Uuid::new_v4(), &app.buyer()).await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
 
     for expected in [
         r#"flash_admission_tickets_total{outcome="queued"}"#,

@@ -168,6 +168,18 @@ impl TestApp {
         js
     }
 
+    /// The door's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Messages waiting in this test's flash queue.
     pub(crate) async fn queued_messages(&self) -> u64 {
         let nats = flash_core::nats::connect(&self.iso.nats, "test")
