@@ -145,15 +145,15 @@ impl LuaScript {
 }
 
 impl Pipelined {
-    /// Runs `script` with `keys` and `args` and returns its reply, a list of texts (numbers
-    /// are given as text). `EVALSHA` first; `EVAL` with the source when Redis answers
-    /// `NOSCRIPT`, which also makes Redis remember it.
-    pub(crate) async fn eval_texts(
+    /// Runs `script` with `keys` and `args` and returns its reply, one text. `EVALSHA` first;
+    /// `EVAL` with the source when Redis answers `NOSCRIPT`, which also makes Redis remember
+    /// it.
+    pub(crate) async fn eval_text(
         &self,
         script: &LuaScript,
         keys: &[&str],
         args: &[&str],
-    ) -> RedisResult<Vec<String>> {
+    ) -> RedisResult<String> {
         let count = keys.len().to_string();
         let mut command: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
         command.extend([
@@ -168,15 +168,12 @@ impl Pipelined {
             command[1] = script.source.as_bytes();
             reply = self.query(&command).await?;
         }
-        array(reply)?
-            .into_iter()
-            .map(|item| match item {
-                Reply::Bulk(bytes) => text(bytes),
-                Reply::Status(text) => Ok(text),
-                Reply::Int(number) => Ok(number.to_string()),
-                other => Err(unexpected(&other)),
-            })
-            .collect()
+        match reply {
+            Reply::Bulk(bytes) => text(bytes),
+            Reply::Status(text) => Ok(text),
+            Reply::Error(message) => Err(refused(message)),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 
@@ -184,13 +181,18 @@ impl Pipelined {
 fn array(reply: Reply) -> RedisResult<Vec<Reply>> {
     match reply {
         Reply::Array(items) => Ok(items),
-        Reply::Error(message) => Err(RedisError::from((
-            ErrorKind::Extension,
-            "Redis answered with an error",
-            message,
-        ))),
+        Reply::Error(message) => Err(refused(message)),
         other => Err(unexpected(&other)),
     }
+}
+
+/// An error reply as the error it is.
+fn refused(message: String) -> RedisError {
+    RedisError::from((
+        ErrorKind::Extension,
+        "Redis answered with an error",
+        message,
+    ))
 }
 
 fn text(bytes: Vec<u8>) -> RedisResult<String> {
@@ -482,7 +484,7 @@ mod tests {
         let iso = Isolation::new();
         let mut conn = plain(&iso).await;
         let script = LuaScript::new(
-            "redis.call('INCR', KEYS[1]) return {ARGV[1], redis.call('GET', KEYS[1]), 7}",
+            "redis.call('INCR', KEYS[1]) return ARGV[1] .. ' ' .. redis.call('GET', KEYS[1])",
         );
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
@@ -492,8 +494,8 @@ mod tests {
         let key = format!("{}pipelined:counter", iso.redis.redis_key_prefix);
         let reads = start(&iso);
         for n in 1..=2 {
-            let reply = reads.eval_texts(&script, &[&key], &["hi"]).await.unwrap();
-            assert_eq!(reply, ["hi".to_owned(), n.to_string(), "7".to_owned()]);
+            let reply = reads.eval_text(&script, &[&key], &["hi"]).await.unwrap();
+            assert_eq!(reply, format!("hi {n}"));
         }
         let known: Vec<bool> = redis::cmd("SCRIPT")
             .arg("EXISTS")
@@ -503,7 +505,7 @@ mod tests {
             .unwrap();
         assert_eq!(known, [true]);
         let failing = LuaScript::new("return redis.call('HGET', KEYS[1], 'f')");
-        let err = reads.eval_texts(&failing, &[&key], &[]).await.unwrap_err();
+        let err = reads.eval_text(&failing, &[&key], &[]).await.unwrap_err();
         assert!(err.to_string().contains("WRONGTYPE"), "{err}");
         iso.cleanup().await;
     }
