@@ -1,7 +1,8 @@
 //! The one error type of every HTTP service, rendered as RFC 7807 `application/problem+json`.
 //!
 //! Handlers return [`ApiError`]; its `type` URIs ([`ProblemType`]) are a stable contract with
-//! clients. 5xx answers never carry the internal cause: it is logged inside the request span.
+//! clients. 5xx answers never carry the internal cause: it is logged, on a line that ends with
+//! the request's path and id.
 
 use std::time::Duration;
 

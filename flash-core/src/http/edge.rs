@@ -1,5 +1,5 @@
 //! The one layer every request of every service passes through before its route: request id,
-//! log span, latency histogram, panic guard, in-flight limit and timeout, in a single future.
+//! log label, latency histogram, panic guard, in-flight limit and timeout, in a single future.
 //!
 //! These used to be six tower and tower-http layers. Each of them is cheap, but each wrapped the
 //! request in a future of its own, cloned the services beneath it and allocated, and a flash-sale
@@ -27,11 +27,13 @@ use axum::{
 };
 use futures::{FutureExt, future::BoxFuture};
 use tower::{Layer, Service};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use super::REQUEST_ID;
-use crate::problem::{ProblemType, problem_response};
+use crate::{
+    problem::{ProblemType, problem_response},
+    telemetry::{RequestLabel, serving},
+};
 
 /// How long a client told "overloaded" or "timed out" should wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -109,13 +111,13 @@ where
         };
         let method = method_label(request.method());
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let span = request_span(&request, &request_id);
+        let label = RequestLabel::new(request.uri().clone(), request_id.clone());
         // Calling here, not inside the future, spares a clone of the routes beneath for every
         // request; futures are lazy, so a request turned away below has done no work. A panic
         // in `call` itself is caught as one in the future is.
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)));
         let limits = Arc::clone(&self.limits);
-        async move {
+        let served = async move {
             let mut response = match (InFlight::enter(&limits), called) {
                 (None, _) => overloaded(),
                 (Some(_slot), Err(_panic)) => panicked(),
@@ -139,23 +141,9 @@ where
                 tracing::debug!(status = status.as_u16(), ?latency, "request finished");
             }
             Ok(response)
-        }
-        .instrument(span)
-        .boxed()
+        };
+        serving(label, served).boxed()
     }
-}
-
-/// The span every log line of the request carries. The path names the sale or ticket a
-/// request is about, so a handler needs no span of its own for its log lines to say which.
-/// Two fields only: the log formatter writes every field of every span into a string when the
-/// span is made, ~1,800 instructions a field, and this span is made for every request (the
-/// method and route template were two more; the failure log below names the method).
-/// The fields are recorded with `Display`: the formatter writes a `&str` field through
-/// `Debug`, escaping it character by character.
-fn request_span(request: &Request, request_id: &HeaderValue) -> tracing::Span {
-    let request_id = request_id.to_str().unwrap_or("-");
-    let path = request.uri().path();
-    tracing::info_span!("request", path = %path, request_id = %request_id)
 }
 
 /// A place among the requests in flight, given back when dropped.
