@@ -71,7 +71,7 @@ tokio::task_local! {
 /// logs anything. A label is two reference-counted handles, formatted only into the lines that
 /// are written.
 pub struct RequestLabel {
-    path: Uri,
+    uri: Uri,
     request_id: HeaderValue,
 }
 
@@ -79,10 +79,7 @@ impl RequestLabel {
     /// The label of the request for `uri` (only its path is logged) with id `request_id`.
     #[must_use]
     pub fn new(uri: Uri, request_id: HeaderValue) -> Self {
-        Self {
-            path: uri,
-            request_id,
-        }
+        Self { uri, request_id }
     }
 }
 
@@ -116,7 +113,7 @@ where
             self.inner
                 .format_event(ctx, Writer::new(&mut line), event)?;
             let line = line.trim_end_matches('\n');
-            let path = label.path.path();
+            let path = label.uri.path();
             let request_id = label.request_id.to_str().unwrap_or("-");
             match line.strip_suffix('}').filter(|_| self.json) {
                 Some(open) => writeln!(
