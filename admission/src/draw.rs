@@ -7,9 +7,10 @@
 //! 1. The seed is chosen once (`coalesce` on the sale row), so a retry draws the same order.
 //! 2. The order is [`flash_core::prequeue::draw`] of the pre-queued tickets, recorded in
 //!    `prequeue_draws` (`on conflict do nothing`) for audit.
-//! 3. Tickets are placed in that order by one Lua call per chunk: a unit from the gate and the
-//!    next queue number (status `promoting`, in the sale's promoting set), else the waitlist,
-//!    else `sold_out`. A ticket no longer `prequeued` was placed before and is skipped.
+//! 3. Tickets are placed in that order by one script call per chunk
+//!    ([`flash_core::redis_model::prequeue`]): a unit from the gate and the next queue number
+//!    (status `promoting`, in the sale's promoting set), else the waitlist, else `sold_out`. A
+//!    ticket no longer `prequeued` was placed before and is skipped.
 //! 4. Then the arrivals held behind the pre-queue (the backlog), first come first served; the
 //!    call that empties the backlog also marks the sale released in Redis, atomically with the
 //!    door's script, so from then on entries take the gate directly and none is stranded.
@@ -19,13 +20,17 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flash_core::{
     jobs::TicketMessage,
-    redis::Keys,
+    redis_model::{
+        Keys,
+        prequeue::{self, Placed},
+        waitlist::{self, Promoted},
+    },
     sale_events::{self, SaleEvent},
 };
-use redis::{Script, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -38,56 +43,6 @@ const CHUNK: usize = 500;
 /// How long a releasing process holds the lock without renewing it.
 const LOCK_MS: u64 = 30_000;
 
-/// KEYS: gate, seq, waitlist, waitlist seq, promoting, meta, backlog.
-/// ARGV: ticket key prefix, mode (`drawn`: the ticket ids follow; `backlog`: pop from KEYS[7]).
-/// Returns `done` or `more`, then {ticket, member, seq} of each ticket that got a unit.
-const PLACE: &str = r"
-local out = {'more'}
-local function place(t)
-  local key = ARGV[1] .. t
-  local ticket = redis.call('HMGET', key, 'member', 'status')
-  if not ticket[1] or ticket[2] ~= 'prequeued' then return end
-  if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-    redis.call('DECR', KEYS[1])
-    local seq = redis.call('INCR', KEYS[2])
-    redis.call('HSET', key, 'status', 'promoting', 'seq', seq)
-    redis.call('SADD', KEYS[5], t)
-    redis.call('EXPIRE', KEYS[5], 691200)
-    table.insert(out, t)
-    table.insert(out, ticket[1])
-    table.insert(out, tostring(seq))
-  elseif redis.call('LLEN', KEYS[3]) < tonumber(redis.call('HGET', KEYS[6], 'waitlist') or '0') then
-    local w = redis.call('INCR', KEYS[4])
-    redis.call('RPUSH', KEYS[3], t)
-    redis.call('EXPIRE', KEYS[3], 691200)
-    redis.call('EXPIRE', KEYS[4], 691200)
-    redis.call('HSET', key, 'status', 'waitlisted', 'wseq', w)
-  else
-    redis.call('HSET', key, 'status', 'sold_out')
-  end
-end
-if ARGV[2] == 'drawn' then
-  for i = 3, #ARGV do place(ARGV[i]) end
-  return out
-end
-for _ = 1, 500 do
-  local t = redis.call('LPOP', KEYS[7])
-  if not t then break end
-  place(t)
-end
-if redis.call('LLEN', KEYS[7]) == 0 then
-  redis.call('HSET', KEYS[6], 'released', 1)
-  out[1] = 'done'
-end
-return out
-";
-
-/// KEYS: lock. ARGV: owner, ms. Renews the lock only for its owner.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-";
-
 /// Releases pre-queues when their sale starts.
 pub(crate) struct Drawer {
     db: PgPool,
@@ -95,8 +50,6 @@ pub(crate) struct Drawer {
     keys: Keys,
     queue: Queue,
     owner: String,
-    place: Script,
-    renew: Script,
 }
 
 impl Drawer {
@@ -107,8 +60,6 @@ impl Drawer {
             keys,
             queue,
             owner: Uuid::new_v4().to_string(),
-            place: Script::new(PLACE),
-            renew: Script::new(RENEW),
         }
     }
 
@@ -128,41 +79,26 @@ impl Drawer {
     /// Releases every started sale whose pre-queue is not released yet (that this process gets
     /// the lock of).
     async fn release_due(&self) -> anyhow::Result<()> {
-        let due: Vec<Uuid> = sqlx::query_scalar(
-            "select flash_sale_id from flash_sales
+        let due: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "select flash_sale_id, ends_at from flash_sales
              where prequeue_secs > 0 and released_at is null and cancelled_at is null
                and starts_at <= now() and ends_at > now()",
         )
         .fetch_all(&self.db)
         .await?;
-        for sale in due {
-            let mut conn = self.redis.clone();
-            let locked: Option<String> = redis::cmd("SET")
-                .arg(self.keys.sale_draw_lock(sale))
-                .arg(&self.owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(LOCK_MS)
-                .query_async(&mut conn)
-                .await?;
-            if locked.is_none() {
+        for (sale, ends_at) in due {
+            if !prequeue::lock(&self.redis, &self.keys, sale, &self.owner, LOCK_MS).await? {
                 continue;
             }
-            let released = self.release(sale).await;
-            let _: redis::RedisResult<i64> = redis::Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            )
-            .key(self.keys.sale_draw_lock(sale))
-            .arg(&self.owner)
-            .invoke_async(&mut conn)
-            .await;
+            let released = self.release(sale, ends_at).await;
+            let _ = prequeue::unlock(&self.redis, &self.keys, sale, &self.owner).await;
             released?;
         }
         Ok(())
     }
 
     #[tracing::instrument(skip(self))]
-    async fn release(&self, sale: Uuid) -> anyhow::Result<()> {
+    async fn release(&self, sale: Uuid, ends_at: DateTime<Utc>) -> anyhow::Result<()> {
         let seed: i64 = sqlx::query_scalar(
             "update flash_sales set draw_seed = coalesce(draw_seed, $2) where flash_sale_id = $1
              returning draw_seed",
@@ -171,32 +107,20 @@ impl Drawer {
         .bind(rand::random::<i64>())
         .fetch_one(&self.db)
         .await?;
-        let mut conn = self.redis.clone();
-        let listed: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys.sale_prequeue(sale))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await?;
-        let entrants: Vec<Uuid> = listed.iter().filter_map(|t| t.parse().ok()).collect();
+        let entrants = prequeue::entrants(&self.redis, &self.keys, sale).await?;
         let order = flash_core::prequeue::draw(&entrants, u64::from_ne_bytes(seed.to_ne_bytes()));
         self.record(sale, &order).await?;
         for chunk in order.chunks(CHUNK) {
-            let mut call = self.place_call(sale, "drawn");
-            for ticket in chunk {
-                call.arg(ticket.to_string());
-            }
-            let placed: Vec<String> = call.invoke_async(&mut conn).await?;
+            let placed =
+                prequeue::place_drawn(&self.redis, &self.keys, sale, ends_at, chunk).await?;
             self.queue_placed(sale, &placed).await?;
             self.renew(sale).await?;
         }
         loop {
-            let placed: Vec<String> = self
-                .place_call(sale, "backlog")
-                .invoke_async(&mut conn)
-                .await?;
+            let placed =
+                prequeue::place_backlog(&self.redis, &self.keys, sale, ends_at, CHUNK).await?;
             self.queue_placed(sale, &placed).await?;
-            if placed.first().map(String::as_str) == Some("done") {
+            if placed.done {
                 break;
             }
             self.renew(sale).await?;
@@ -225,37 +149,11 @@ impl Drawer {
         Ok(())
     }
 
-    fn place_call<'a>(&'a self, sale: Uuid, mode: &str) -> redis::ScriptInvocation<'a> {
-        let mut call = self.place.prepare_invoke();
-        call.key(self.keys.sale_gate(sale))
-            .key(self.keys.sale_seq(sale))
-            .key(self.keys.sale_waitlist(sale))
-            .key(self.keys.sale_waitlist_seq(sale))
-            .key(self.keys.sale_promoting(sale))
-            .key(self.keys.sale_meta(sale))
-            .key(self.keys.sale_backlog(sale))
-            .arg(self.keys.ticket_prefix(sale))
-            .arg(mode);
-        call
-    }
-
     /// Records the drawn order for audit (a retry finds it recorded).
     async fn record(&self, sale: Uuid, order: &[Uuid]) -> anyhow::Result<()> {
         let mut members = Vec::with_capacity(order.len());
         for chunk in order.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for ticket in chunk {
-                pipe.cmd("HGET")
-                    .arg(self.keys.ticket(sale, *ticket))
-                    .arg("member");
-            }
-            let mut conn = self.redis.clone();
-            let found: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-            members.extend(
-                found
-                    .into_iter()
-                    .map(|m| m.and_then(|m| m.parse::<Uuid>().ok()).unwrap_or_default()),
-            );
+            members.extend(prequeue::members(&self.redis, &self.keys, sale, chunk).await?);
         }
         let positions: Vec<i32> = (1..=i32::try_from(order.len())?).collect();
         sqlx::query(
@@ -273,50 +171,38 @@ impl Drawer {
     }
 
     /// Publishes the tickets a placing call gave units to, then confirms them `queued`.
-    async fn queue_placed(&self, sale: Uuid, placed: &[String]) -> anyhow::Result<()> {
+    async fn queue_placed(&self, sale: Uuid, placed: &Placed) -> anyhow::Result<()> {
         let now = Utc::now().timestamp_millis();
-        let mut messages = Vec::new();
-        for triple in placed.get(1..).unwrap_or_default().chunks_exact(3) {
-            messages.push(TicketMessage {
-                ticket_id: triple[0].parse()?,
-                sale_id: sale,
-                member_id: triple[1].parse::<Uuid>()?.into(),
-                seq: triple[2].parse()?,
-                admitted_at_ms: now,
-            });
-        }
+        let messages: Vec<TicketMessage> = placed
+            .promoted
+            .iter()
+            .map(
+                |&Promoted {
+                     ticket,
+                     member,
+                     seq,
+                 }| TicketMessage {
+                    ticket_id: ticket,
+                    sale_id: sale,
+                    member_id: member.into(),
+                    seq,
+                    admitted_at_ms: now,
+                },
+            )
+            .collect();
         let published =
             futures::future::join_all(messages.iter().map(|m| self.queue.publish(m, None))).await;
         for outcome in published {
             outcome?;
         }
-        let mut pipe = redis::pipe();
-        for message in &messages {
-            pipe.cmd("EVAL")
-                .arg(flash_core::sale_gate::CONFIRM_PROMOTED)
-                .arg(2)
-                .arg(self.keys.ticket(sale, message.ticket_id))
-                .arg(self.keys.sale_promoting(sale))
-                .arg(message.ticket_id.to_string())
-                .ignore();
-        }
-        if !messages.is_empty() {
-            let mut conn = self.redis.clone();
-            pipe.query_async::<()>(&mut conn).await?;
-        }
+        let tickets: Vec<Uuid> = messages.iter().map(|m| m.ticket_id).collect();
+        waitlist::confirm(&self.redis, &self.keys, sale, &tickets).await?;
         Ok(())
     }
 
     async fn renew(&self, sale: Uuid) -> anyhow::Result<()> {
-        let mut conn = self.redis.clone();
-        let held: i64 = self
-            .renew
-            .key(self.keys.sale_draw_lock(sale))
-            .arg(&self.owner)
-            .arg(LOCK_MS)
-            .invoke_async(&mut conn)
-            .await?;
-        anyhow::ensure!(held == 1, "lost the draw lock of sale {sale}");
+        let held = prequeue::renew(&self.redis, &self.keys, sale, &self.owner, LOCK_MS).await?;
+        anyhow::ensure!(held, "lost the draw lock of sale {sale}");
         Ok(())
     }
 }

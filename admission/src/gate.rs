@@ -1,12 +1,12 @@
-//! The Redis side of an entry: one Lua call decides it atomically.
+//! The door's Redis side: entries and ticket reads over the door's fast connection, with what
+//! a process remembers of its sales.
 //!
-//! Under the sale's hash tag `{sale:<id>}` (so it runs on Redis Cluster) the script returns the
-//! buyer's existing ticket if they have one (re-entry never takes a second unit), else checks
-//! the sale window, takes a unit from the gate and creates a `queued` ticket with the next
-//! sequence number, or — the gate empty — puts the buyer on the sale's waitlist while it has
-//! room, or records a `sold_out` ticket. While anyone is waitlisted, newcomers join the
-//! waitlist even if a unit came back: a returned unit goes to the first waitlisted buyer (the
-//! workers' promoter), never to whoever happens to arrive next.
+//! An entry is one call of the data model's entry script
+//! ([`flash_core::redis_model::entry`]): it returns the buyer's existing ticket if they have
+//! one (re-entry never takes a second unit), else checks the sale window, takes a unit from
+//! the gate and creates a `queued` ticket, or waitlists the buyer, or records a `sold_out`
+//! ticket. This module chooses the connection and keeps the process-local maps that spare a
+//! poll every read but its ticket's.
 
 use std::{
     collections::HashMap,
@@ -15,116 +15,24 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use flash_core::{domain::MemberId, redis::Keys};
-use redis::{Script, aio::ConnectionManager};
+use flash_core::{
+    domain::{MemberId, TicketStatus},
+    redis_model::{
+        Keys, TAG_TTL,
+        entry::{self, Entry, EntryCall, SEEN_FIELD, TICKET_FIELDS, TicketFields},
+    },
+};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::{
-    pipelined::{LuaScript, Pipelined},
-    ticket_id,
-};
-
-/// KEYS: gate, seq, member index, meta, ticket, waitlist, waitlist seq, pre-queue, backlog.
-/// ARGV: ticket id, member id, now (ms), proof-of-work bits the entry carries.
-/// Replies with one line of space-separated words, the outcome first: Lua building a text costs
-/// Redis less than handing back a table (~6,000 instructions of the ~128,000 an entry costs it).
-const ENTER: &str = r"
-local existing = redis.call('GET', KEYS[3])
-if existing then
-  local t = redis.call('HMGET', KEYS[5]:sub(1, -37) .. existing, 'status', 'seq')
-  return 'existing ' .. existing .. ' ' .. (t[1] or 'queued') .. ' ' .. (t[2] or '0')
-end
-local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released', 'pow')
-if not meta[1] then return 'unknown' end
-local now = tonumber(ARGV[3])
-if meta[3] == '1' or now >= tonumber(meta[2]) then return 'ended' end
-local expire_at = tostring(tonumber(meta[2]) + 86400000)
-local prequeue_at = tonumber(meta[5] or '0')
-local held = nil
-if now < tonumber(meta[1]) then
-  if prequeue_at > 0 and now >= prequeue_at then held = KEYS[8] else return 'early ' .. meta[1] end
-elseif prequeue_at > 0 and meta[6] ~= '1' then
-  held = KEYS[9]
-end
-if tonumber(meta[7] or '0') > tonumber(ARGV[4]) then return 'pow ' .. meta[7] end
-if held then
-  redis.call('RPUSH', held, ARGV[1])
-  redis.call('PEXPIREAT', held, expire_at)
-  redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', 'prequeued', 'seq', '0', 'seen', ARGV[3])
-  redis.call('PEXPIREAT', KEYS[5], expire_at)
-  redis.call('SET', KEYS[3], ARGV[1], 'PXAT', expire_at)
-  return 'prequeued ' .. ARGV[1] .. ' 0'
-end
-local status = 'sold_out'
-local seq = '0'
-local waitlist = tonumber(meta[4] or '0')
-local waiting = 0
-if waitlist > 0 then waiting = redis.call('LLEN', KEYS[6]) end
-if waiting == 0 and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
-  seq = tostring(redis.call('INCR', KEYS[2]))
-  redis.call('PEXPIREAT', KEYS[2], expire_at)
-  status = 'queued'
-elseif waiting < waitlist then
-  status = 'waitlisted'
-  redis.call('RPUSH', KEYS[6], ARGV[1])
-  redis.call('PEXPIREAT', KEYS[6], expire_at)
-  redis.call('HSET', KEYS[5], 'wseq', redis.call('INCR', KEYS[7]))
-  redis.call('PEXPIREAT', KEYS[7], expire_at)
-end
-redis.call('HSET', KEYS[5], 'member', ARGV[2], 'status', status, 'seq', seq, 'seen', ARGV[3])
-redis.call('PEXPIREAT', KEYS[5], expire_at)
-redis.call('SET', KEYS[3], ARGV[1], 'PXAT', expire_at)
-return status .. ' ' .. ARGV[1] .. ' ' .. seq
-";
-
-/// KEYS: gate, member index, ticket. ARGV: ticket id.
-/// Gives the unit back if the ticket is still merely queued, and marks it `withdrawn`: a
-/// publish that timed out may still have been stored, and the worker that receives it must
-/// see that the buyer was told no. The buyer may enter again.
-const UNDO: &str = r"
-if redis.call('HGET', KEYS[3], 'status') == 'queued' then
-  redis.call('INCR', KEYS[1])
-  redis.call('HSET', KEYS[3], 'status', 'withdrawn')
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
-";
-
-/// What the gate decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Entry {
-    /// The buyer already holds this ticket.
-    Existing {
-        ticket: Uuid,
-        status: String,
-        seq: i64,
-    },
-    /// A unit was taken: a new queued ticket.
-    Queued { ticket: Uuid, seq: i64 },
-    /// The gate was empty (or others wait already) and the waitlist had room.
-    Waitlisted { ticket: Uuid },
-    /// In the pre-queue (before the start), or behind it (after the start, before its
-    /// release): placed when the pre-queue is drawn.
-    Prequeued { ticket: Uuid },
-    /// The gate was empty and so was the waitlist's room: a new sold-out ticket.
-    SoldOut { ticket: Uuid },
-    /// The sale opens later.
-    Early { starts_at: DateTime<Utc> },
-    /// The sale wants a proof of work of this many bits, and the entry carried less.
-    ProofOfWork { bits: u32 },
-    /// The sale ended or was cancelled.
-    Ended,
-    /// The gate is not armed: no such sale, or Redis lost it.
-    Unknown,
-}
+use crate::{pipelined::Pipelined, ticket_id};
 
 /// A ticket as Redis holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TicketState {
     pub(crate) sale: Uuid,
     pub(crate) member: Uuid,
-    pub(crate) status: String,
+    pub(crate) status: TicketStatus,
     pub(crate) seq: i64,
     pub(crate) order_id: Option<Uuid>,
     /// Highest sequence number the workers finished.
@@ -138,9 +46,6 @@ pub(crate) struct TicketState {
     /// When the pre-queue is drawn: the sale's start (pre-queued tickets only).
     pub(crate) draw_at: Option<DateTime<Utc>>,
 }
-
-/// The fields of a ticket's hash a poll reads: member, status, seq, order id, waitlist seq.
-const TICKET_FIELDS: [&str; 5] = ["member", "status", "seq", "order_id", "wseq"];
 
 /// How long a process trusts what it read of a sale: its paused flag and start, and how far
 /// its queue has been served. Every poll needs them and all of a sale's buyers share them, so a
@@ -175,9 +80,6 @@ struct TagSales {
     read_at: Instant,
 }
 
-/// How long a registered tag set lives in Redis after the last entry of its sale.
-const TAG_TTL_SECS: i64 = 30 * 24 * 3600;
-
 /// Entry and ticket operations on Redis.
 #[derive(Clone)]
 pub(crate) struct Gate {
@@ -187,8 +89,6 @@ pub(crate) struct Gate {
     /// where they go through `redis` like the rest.
     pipelined: Option<Pipelined>,
     keys: Keys,
-    enter: LuaScript,
-    undo: Script,
     /// Sales this process admits to, and when it last registered their tag.
     registered: Arc<Mutex<Local<Uuid, Instant>>>,
     tags: Arc<Mutex<Local<u32, TagSales>>>,
@@ -201,8 +101,6 @@ impl Gate {
             redis,
             pipelined,
             keys,
-            enter: LuaScript::new(ENTER),
-            undo: Script::new(UNDO),
             registered: Arc::default(),
             tags: Arc::default(),
             sales: Arc::default(),
@@ -229,7 +127,7 @@ impl Gate {
             .ignore()
             .cmd("EXPIRE")
             .arg(&key)
-            .arg(TAG_TTL_SECS)
+            .arg(TAG_TTL.as_secs())
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
@@ -289,37 +187,23 @@ impl Gate {
         work: u32,
     ) -> redis::RedisResult<Entry> {
         self.register(sale).await?;
-        let candidate = ticket_id::new_ticket(sale);
-        let keys = [
-            self.keys.sale_gate(sale),
-            self.keys.sale_seq(sale),
-            self.keys.member_ticket(sale, member.get()),
-            self.keys.sale_meta(sale),
-            self.keys.ticket(sale, candidate),
-            self.keys.sale_waitlist(sale),
-            self.keys.sale_waitlist_seq(sale),
-            self.keys.sale_prequeue(sale),
-            self.keys.sale_backlog(sale),
-        ];
-        let args = [
-            candidate.to_string(),
-            member.get().to_string(),
-            now.timestamp_millis().to_string(),
-            work.to_string(),
-        ];
-        let reply: String = match &self.pipelined {
+        let call = EntryCall::new(
+            &self.keys,
+            sale,
+            member,
+            ticket_id::new_ticket(sale),
+            now,
+            work,
+        );
+        match &self.pipelined {
             Some(pipelined) => {
-                let keys = keys.each_ref().map(String::as_str);
-                let args = args.each_ref().map(String::as_str);
-                pipelined.eval_text(&self.enter, &keys, &args).await?
+                let reply = pipelined
+                    .eval_text(EntryCall::script(), &call.keys(), &call.args())
+                    .await?;
+                Ok(entry::parse_entry(&reply))
             }
-            None => {
-                let mut invocation = self.enter.script().prepare_invoke();
-                invocation.key(&keys).arg(&args);
-                invocation.invoke_async(&mut self.redis.clone()).await?
-            }
-        };
-        Ok(parse_entry(&reply))
+            None => call.run(&self.redis).await,
+        }
     }
 
     /// The ticket `member` holds in `sale`, if Redis knows one: the waiting room asks on
@@ -354,15 +238,7 @@ impl Gate {
         member: MemberId,
         ticket: Uuid,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.redis.clone();
-        self.undo
-            .key(self.keys.sale_gate(sale))
-            .key(self.keys.member_ticket(sale, member.get()))
-            .key(self.keys.ticket(sale, ticket))
-            .arg(ticket.to_string())
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(drop)
+        entry::undo(&self.redis, &self.keys, sale, member, ticket).await
     }
 
     /// The ticket's state, or `None` when Redis does not know it. The ticket's id names its
@@ -401,7 +277,7 @@ impl Gate {
     async fn ticket_in(&self, sale: Uuid, ticket: Uuid) -> redis::RedisResult<Option<TicketState>> {
         let mut conn = self.redis.clone();
         let key = self.keys.ticket(sale, ticket);
-        let [member, status, seq, order_id, wseq] = match &self.pipelined {
+        let values = match &self.pipelined {
             Some(pipelined) => pipelined.hmget(&key, TICKET_FIELDS).await?,
             None => {
                 redis::cmd("HMGET")
@@ -411,25 +287,30 @@ impl Gate {
                     .await?
             }
         };
-        let (Some(member), Some(status)) = (member, status) else {
-            return Ok(None);
-        };
-        let (seq, wseq) = (number(seq.as_deref())?, number(wseq.as_deref())?);
-        let Ok(member) = member.parse() else {
+        let Some(TicketFields {
+            member,
+            status,
+            seq,
+            order_id,
+            wseq,
+        }) = TicketFields::parse(values)?
+        else {
             return Ok(None);
         };
         let view = self.sale_view(sale).await?;
         // A poll is the buyer's sign of life: a sale that expires abandoned tickets needs it.
-        if view.abandon_after_secs > 0 && matches!(status.as_str(), "queued" | "prequeued") {
+        if view.abandon_after_secs > 0
+            && matches!(status, TicketStatus::Queued | TicketStatus::Prequeued)
+        {
             redis::cmd("HSET")
                 .arg(&key)
-                .arg("seen")
+                .arg(SEEN_FIELD)
                 .arg(Utc::now().timestamp_millis())
                 .query_async::<()>(&mut conn)
                 .await?;
         }
         // Only a waitlisted ticket needs the waitlist's progress: a second, rare round trip.
-        let waitlist_left: Option<i64> = if status == "waitlisted" {
+        let waitlist_left: Option<i64> = if status == TicketStatus::Waitlisted {
             redis::cmd("GET")
                 .arg(self.keys.sale_waitlist_left(sale))
                 .query_async(&mut conn)
@@ -440,15 +321,15 @@ impl Gate {
         Ok(Some(TicketState {
             sale,
             member,
-            seq: seq.unwrap_or(0),
-            order_id: order_id.and_then(|o| o.parse().ok()),
+            seq,
+            order_id,
             served: view.served,
             drain_rate: view.drain_rate,
             paused: view.paused,
             waitlist_position: wseq
-                .filter(|_| status == "waitlisted")
+                .filter(|_| status == TicketStatus::Waitlisted)
                 .map(|wseq| (wseq - waitlist_left.unwrap_or(0)).max(1)),
-            draw_at: (status == "prequeued")
+            draw_at: (status == TicketStatus::Prequeued)
                 .then(|| view.starts_at.and_then(DateTime::from_timestamp_millis))
                 .flatten(),
             status,
@@ -507,66 +388,11 @@ fn lock<K, V>(map: &Mutex<Local<K, V>>) -> std::sync::MutexGuard<'_, Local<K, V>
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A number field of a ticket; text that is not a number is an error, as `redis` makes it.
-fn number(field: Option<&str>) -> redis::RedisResult<Option<i64>> {
-    field
-        .map(|text| {
-            text.parse().map_err(|_| {
-                redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "a ticket field is not a number",
-                    text.to_owned(),
-                ))
-            })
-        })
-        .transpose()
-}
-
-fn parse_entry(reply: &str) -> Entry {
-    let mut fields = reply.split(' ');
-    let kind = fields.next().unwrap_or_default();
-    let mut next = || fields.next().unwrap_or_default();
-    let ticket = |text: &str| text.parse().unwrap_or_default();
-    let number = |text: &str| text.parse().unwrap_or(0);
-    match kind {
-        "existing" => Entry::Existing {
-            ticket: ticket(next()),
-            status: next().to_owned(),
-            seq: number(next()),
-        },
-        "queued" => Entry::Queued {
-            ticket: ticket(next()),
-            seq: number(next()),
-        },
-        "sold_out" => Entry::SoldOut {
-            ticket: ticket(next()),
-        },
-        "waitlisted" => Entry::Waitlisted {
-            ticket: ticket(next()),
-        },
-        "prequeued" => Entry::Prequeued {
-            ticket: ticket(next()),
-        },
-        "early" => Entry::Early {
-            starts_at: next()
-                .parse()
-                .ok()
-                .and_then(DateTime::from_timestamp_millis)
-                .unwrap_or_else(Utc::now),
-        },
-        "ended" => Entry::Ended,
-        "pow" => Entry::ProofOfWork {
-            bits: next().parse().unwrap_or(0),
-        },
-        _ => Entry::Unknown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Duration as Span;
     use flash_core::{
-        sale_gate::{self, Arm, SaleMeta},
+        redis_model::sale_gate::{self, Arm, SaleMeta},
         testing::Isolation,
     };
 
@@ -609,8 +435,8 @@ mod tests {
             for reader in &gates {
                 let state = reader.ticket(ticket).await.unwrap().expect("the ticket");
                 assert_eq!(
-                    (state.status.as_str(), state.member, state.seq, state.sale),
-                    ("queued", member.get(), seq, sale),
+                    (state.status, state.member, state.seq, state.sale),
+                    (TicketStatus::Queued, member.get(), seq, sale),
                     "entered at gate {i}"
                 );
             }

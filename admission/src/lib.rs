@@ -24,7 +24,7 @@ use flash_core::{
     auth::{Authenticator, Denylist, DenylistFeed, JwtVerifier},
     http::{Readiness, Server},
     nats::Subjects,
-    redis::Keys,
+    redis_model::Keys,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

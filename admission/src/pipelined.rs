@@ -13,6 +13,7 @@
 
 use std::{collections::VecDeque, time::Duration};
 
+use flash_core::redis_model::script::Script;
 use redis::{ConnectionAddr, ErrorKind, RedisError, RedisResult};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -121,36 +122,13 @@ impl Pipelined {
     }
 }
 
-/// A Lua script the door runs over [`Pipelined`]: by its SHA1, with its source at hand for a
-/// Redis that does not know it (yet, or since a restart). The crate's `Script` keeps the hash
-/// but not the source.
-#[derive(Clone)]
-pub(crate) struct LuaScript {
-    source: &'static str,
-    script: redis::Script,
-}
-
-impl LuaScript {
-    pub(crate) fn new(source: &'static str) -> Self {
-        Self {
-            source,
-            script: redis::Script::new(source),
-        }
-    }
-
-    /// The script for the crate's connection, when there is no [`Pipelined`].
-    pub(crate) fn script(&self) -> &redis::Script {
-        &self.script
-    }
-}
-
 impl Pipelined {
     /// Runs `script` with `keys` and `args` and returns its reply, one text. `EVALSHA` first;
     /// `EVAL` with the source when Redis answers `NOSCRIPT`, which also makes Redis remember
     /// it.
     pub(crate) async fn eval_text(
         &self,
-        script: &LuaScript,
+        script: &Script,
         keys: &[&str],
         args: &[&str],
     ) -> RedisResult<String> {
@@ -158,14 +136,14 @@ impl Pipelined {
         let mut command: Vec<&[u8]> = Vec::with_capacity(keys.len() + args.len() + 3);
         command.extend([
             b"EVALSHA".as_slice(),
-            script.script.get_hash().as_bytes(),
+            script.hash().as_bytes(),
             count.as_bytes(),
         ]);
         command.extend(keys.iter().chain(args).map(|a| a.as_bytes()));
         let mut reply = self.query(&command).await?;
         if matches!(&reply, Reply::Error(message) if message.starts_with("NOSCRIPT")) {
             command[0] = b"EVAL";
-            command[1] = script.source.as_bytes();
+            command[1] = script.source().as_bytes();
             reply = self.query(&command).await?;
         }
         match reply {
@@ -483,29 +461,37 @@ mod tests {
     async fn a_script_redis_does_not_know_is_sent_once_then_run_by_its_hash() {
         let iso = Isolation::new();
         let mut conn = plain(&iso).await;
-        let script = LuaScript::new(
-            "redis.call('INCR', KEYS[1]) return ARGV[1] .. ' ' .. redis.call('GET', KEYS[1])",
-        );
+        let script = &*flash_core::redis_model::script::ENTER;
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query_async(&mut conn)
             .await
             .unwrap();
-        let key = format!("{}pipelined:counter", iso.redis.redis_key_prefix);
+        let key = format!("{}pipelined:entry", iso.redis.redis_key_prefix);
+        let keys = [key.as_str(); 9];
+        let args = ["t", "m", "0", "0", "0"];
         let reads = start(&iso);
-        for n in 1..=2 {
-            let reply = reads.eval_text(&script, &[&key], &["hi"]).await.unwrap();
-            assert_eq!(reply, format!("hi {n}"));
+        for _ in 1..=2 {
+            // No sale's metadata under the key: the gate is not armed.
+            let reply = reads.eval_text(script, &keys, &args).await.unwrap();
+            assert_eq!(reply, "unknown");
         }
         let known: Vec<bool> = redis::cmd("SCRIPT")
             .arg("EXISTS")
-            .arg(script.script.get_hash())
+            .arg(script.hash())
             .query_async(&mut conn)
             .await
             .unwrap();
         assert_eq!(known, [true]);
-        let failing = LuaScript::new("return redis.call('HGET', KEYS[1], 'f')");
-        let err = reads.eval_text(&failing, &[&key], &[]).await.unwrap_err();
+        // The member index is a hash: the script's GET of it fails.
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("f")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = reads.eval_text(script, &keys, &args).await.unwrap_err();
         assert!(err.to_string().contains("WRONGTYPE"), "{err}");
         iso.cleanup().await;
     }

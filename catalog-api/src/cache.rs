@@ -1,6 +1,6 @@
 //! Cache-aside for product reads, safe against the stale-reader race: entries carry the
 //! product's version and an older version never replaces a newer one (the write side is
-//! `flash_core::product_cache`, shared with the workers, who restock products too). Once a
+//! `flash_core::redis_model::product_cache`, shared with the workers, who restock products too). Once a
 //! writer got its 200, readers see the new row.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use flash_core::{product_cache, redis::Keys};
+use flash_core::redis_model::{Keys, product_cache};
 
 /// What a cache lookup found.
 pub(crate) enum Lookup {

@@ -13,7 +13,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use flash_core::{
     auth::{Authenticator, Denylist, JwtVerifier},
     http::{Readiness, Server},
-    redis::Keys,
+    redis_model::Keys,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

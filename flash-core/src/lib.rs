@@ -19,11 +19,10 @@ pub mod page;
 pub mod pagination;
 pub mod prequeue;
 pub mod problem;
-pub mod product_cache;
 pub mod redis;
+pub mod redis_model;
 pub mod restock;
 pub mod sale_events;
-pub mod sale_gate;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-util")]

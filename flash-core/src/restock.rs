@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{product_cache, redis::Keys, sale_gate};
+use crate::redis_model::{Keys, product_cache, sale_gate};
 
 /// Where the units of an order went.
 #[derive(Debug, Clone, PartialEq, Eq)]

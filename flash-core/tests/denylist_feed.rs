@@ -17,7 +17,7 @@ use flash_core::{
         keys::{JwtSigner, KeyPair},
     },
     domain::{MemberId, Role},
-    redis::Keys,
+    redis_model::Keys,
 };
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;

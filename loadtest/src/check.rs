@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::Context;
 use flash_core::{
     config::{PgArgs, RedisArgs},
-    redis::Keys,
+    domain::TicketStatus,
+    redis_model::Keys,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -279,7 +280,7 @@ async fn check_tickets(
                 .and_then(|t| t.parse::<Uuid>().ok())
                 .with_context(|| format!("odd ticket key {key}"))?;
             // A ticket with an order says how the order's payment ended, once it has.
-            if matches!(status.as_str(), "ordered" | "paid" | "cancelled") {
+            if TicketStatus::parse(&status).is_some_and(TicketStatus::got_order) {
                 ordered.insert(ticket);
             } else {
                 not_ordered.insert(ticket);
@@ -287,7 +288,7 @@ async fn check_tickets(
             *by_status.entry(status).or_insert(0) += 1;
         }
     }
-    if let Some(queued) = by_status.get("queued") {
+    if let Some(queued) = by_status.get(TicketStatus::Queued.as_str()) {
         violations.push(format!("{queued} tickets are still queued (not final)"));
     }
     let with_orders: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(

@@ -2,7 +2,7 @@
 //!
 //! Mints real EdDSA access tokens with the dev private key for synthetic buyers (admission
 //! verifies tokens and never looks members up, so no member rows are needed), arms a sale in
-//! Redis through the same `flash_core::sale_gate::arm` catalog-api uses, has every buyer open
+//! Redis through the same `flash_core::redis_model::sale_gate::arm` catalog-api uses, has every buyer open
 //! the waiting room before the start (`GET /sales/{id}/tickets/mine`, as the page does; the
 //! door verifies the token then, not in the rush; `--cold` skips this), opens the sale, fires
 //! every buyer's entry over C connections, then polls the tickets. The sale is held (paused)
@@ -18,8 +18,9 @@ use chrono::Utc;
 use flash_core::{
     config::{NatsArgs, RedisArgs},
     domain::{MemberId, Role},
-    redis::{Keys, scan_keys},
-    sale_gate::{self, Arm, SaleMeta},
+    redis::scan_keys,
+    redis_model::Keys,
+    redis_model::sale_gate::{self, Arm, SaleMeta},
 };
 use http::Method;
 use serde::{Deserialize, Serialize};

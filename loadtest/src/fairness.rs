@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use flash_core::redis::Keys;
+use flash_core::redis_model::Keys;
 
 /// One entry after the start: its ticket, when its request left and when its answer came
 /// (ms after the start).

@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     auth::keys::JwtSigner,
     config::{PgArgs, RedisArgs},
-    domain::Role,
-    redis::Keys,
+    domain::{Role, TicketStatus},
+    redis_model::Keys,
 };
 use http::Method;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -714,13 +714,14 @@ async fn poll_all(
                 .await
                 .ok()?;
             // The buyer got an order; how its payment ended is in the payment figures.
-            let end = if matches!(end.as_str(), "paid" | "cancelled") {
-                "ordered".to_owned()
+            let got_order = TicketStatus::parse(&end).is_some_and(TicketStatus::got_order);
+            let end = if got_order {
+                TicketStatus::Ordered.as_str().to_owned()
             } else {
                 end
             };
             finals.inc(1);
-            if end == "ordered" {
+            if got_order {
                 ordered.inc(1);
             }
             Some((end, start.elapsed().as_secs_f64() * 1000.0))

@@ -19,7 +19,7 @@ use flash_core::{
     auth::{Authenticator, Denylist, JwtVerifier, keys::JwtSigner},
     http::{Readiness, Server},
     nats::Subjects,
-    redis::Keys,
+    redis_model::Keys,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

@@ -22,12 +22,14 @@ use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
 use flash_core::{
-    domain::MemberId,
+    domain::{MemberId, TicketStatus},
     jobs::{PaymentJob, TicketMessage},
     nats::{ORDERS_MAX_DELIVER, Subjects},
-    redis::Keys,
+    redis_model::{
+        Keys, outflow, sale_gate,
+        tickets::{self, Decision},
+    },
     sale_events::{self, SaleEvent},
-    sale_gate,
 };
 use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
@@ -178,7 +180,7 @@ impl Drainer {
         let allowance = if control.outflow_per_sec == 0 {
             self.batch_size
         } else {
-            let granted = crate::outflow::take(
+            let granted = outflow::take(
                 &self.redis,
                 &self.keys,
                 sale,
@@ -202,8 +204,7 @@ impl Drainer {
                 }
             };
         if control.outflow_per_sec > 0 && fetched.len() < allowance {
-            crate::outflow::give_back(&self.redis, &self.keys, sale, allowance - fetched.len())
-                .await?;
+            outflow::give_back(&self.redis, &self.keys, sale, allowance - fetched.len()).await?;
         }
         let count = fetched.len();
         let mut items = Vec::with_capacity(count);
@@ -283,15 +284,8 @@ impl Drainer {
                 None,
             )
             .await?;
-            let mut conn = self.redis.clone();
-            redis::cmd("HSET")
-                .arg(self.keys.ticket(sale, ticket.ticket_id))
-                .arg("status")
-                .arg("failed")
-                .arg("reason")
-                .arg(reason.chars().take(200).collect::<String>())
-                .query_async::<()>(&mut conn)
-                .await?;
+            let reason: String = reason.chars().take(200).collect();
+            tickets::mark_failed(&self.redis, &self.keys, sale, ticket.ticket_id, &reason).await?;
             message
                 .ack_with(AckKind::Term)
                 .await
@@ -337,11 +331,11 @@ impl Drainer {
         metrics::histogram!("flash_workers_drain_batch_size").record(items.len() as f64);
         for fate in fates.values() {
             let outcome = match fate {
-                Fate::Ordered(_) => "ordered",
-                Fate::SoldOut => "sold_out",
-                Fate::Rejected(_) => "rejected",
-                Fate::Withdrawn => "withdrawn",
-                Fate::Expired => "expired",
+                Fate::Ordered(_) => TicketStatus::Ordered.as_str(),
+                Fate::SoldOut => TicketStatus::SoldOut.as_str(),
+                Fate::Rejected(_) => TicketStatus::Rejected.as_str(),
+                Fate::Withdrawn => TicketStatus::Withdrawn.as_str(),
+                Fate::Expired => TicketStatus::Expired.as_str(),
                 Fate::Decided => "duplicate",
             };
             metrics::counter!("flash_workers_tickets_total", "outcome" => outcome).increment(1);
@@ -359,28 +353,23 @@ impl Drainer {
         items: &[(jetstream::Message, TicketMessage)],
         abandon_after_secs: u32,
     ) -> anyhow::Result<HashMap<Uuid, Fate>> {
-        let mut pipe = redis::pipe();
-        for (_, ticket) in items {
-            pipe.cmd("HMGET")
-                .arg(self.keys.ticket(sale, ticket.ticket_id))
-                .arg("status")
-                .arg("seen");
-        }
-        let mut conn = self.redis.clone();
-        let found: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut conn).await?;
+        let ids: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
+        let found = tickets::statuses(&self.redis, &self.keys, sale, &ids).await?;
         let abandoned_before = Utc::now().timestamp_millis() - i64::from(abandon_after_secs) * 1000;
         Ok(items
             .iter()
             .zip(found)
-            .filter_map(|((_, t), (status, seen))| match status.as_deref() {
-                Some("withdrawn") => Some((t.ticket_id, Fate::Withdrawn)),
+            .filter_map(|((_, t), (status, seen))| match status {
+                Some(TicketStatus::Withdrawn) => Some((t.ticket_id, Fate::Withdrawn)),
                 // Expired by an earlier delivery of this ticket.
-                Some("expired") => Some((t.ticket_id, Fate::Expired)),
+                Some(TicketStatus::Expired) => Some((t.ticket_id, Fate::Expired)),
                 // Only a worker's decision sets these on a published ticket (the door's own
                 // sold-out tickets are never published); an ordered one has its order, which
                 // the database finds.
-                Some("sold_out" | "rejected") => Some((t.ticket_id, Fate::Decided)),
-                Some("queued")
+                Some(TicketStatus::SoldOut | TicketStatus::Rejected) => {
+                    Some((t.ticket_id, Fate::Decided))
+                }
+                Some(TicketStatus::Queued)
                     if abandon_after_secs > 0 && seen.is_some_and(|s| s < abandoned_before) =>
                 {
                     Some((t.ticket_id, Fate::Expired))
@@ -397,95 +386,32 @@ impl Drainer {
         items: &[(jetstream::Message, TicketMessage)],
         fates: &HashMap<Uuid, Fate>,
     ) -> anyhow::Result<()> {
-        let mut pipe = redis::pipe();
-        for (_, ticket) in items {
-            let key = self.keys.ticket(sale, ticket.ticket_id);
-            match fates.get(&ticket.ticket_id) {
-                Some(Fate::Ordered(order)) => {
-                    pipe.cmd("HSET")
-                        .arg(&key)
-                        .arg("status")
-                        .arg("ordered")
-                        .arg("order_id")
-                        .arg(order.to_string())
-                        .ignore();
-                }
-                Some(Fate::SoldOut) => {
-                    pipe.cmd("HSET")
-                        .arg(&key)
-                        .arg("status")
-                        .arg("sold_out")
-                        .ignore();
-                }
-                Some(Fate::Rejected(reason)) => {
-                    pipe.cmd("HSET")
-                        .arg(&key)
-                        .arg("status")
-                        .arg("rejected")
-                        .arg("reason")
-                        .arg(*reason)
-                        .ignore();
-                }
-                Some(Fate::Expired) => {
-                    pipe.cmd("EVAL")
-                        .arg(EXPIRE_TICKET)
-                        .arg(2)
-                        .arg(&key)
-                        .arg(self.keys.sale_gate(sale))
-                        .ignore();
-                }
-                Some(Fate::Withdrawn | Fate::Decided) | None => {}
-            }
-        }
+        let decisions: Vec<(Uuid, Decision<'_>)> = items
+            .iter()
+            .filter_map(|(_, ticket)| {
+                let decision = match fates.get(&ticket.ticket_id)? {
+                    Fate::Ordered(order) => Decision::Ordered(*order),
+                    Fate::SoldOut => Decision::SoldOut,
+                    Fate::Rejected(reason) => Decision::Rejected(reason),
+                    Fate::Expired => Decision::Expired,
+                    Fate::Withdrawn | Fate::Decided => return None,
+                };
+                Some((ticket.ticket_id, decision))
+            })
+            .collect();
         let highest = items.iter().map(|(_, t)| t.seq).max().unwrap_or(0);
-        // The served counter only moves forward, whatever order workers finish in.
-        pipe.cmd("EVAL")
-            .arg("local c = tonumber(redis.call('GET', KEYS[1]) or '0') if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1")
-            .arg(1)
-            .arg(self.keys.sale_served(sale))
-            .arg(highest)
-            .ignore();
-        // The measured outflow, for the waiting room's estimates: tickets decided per second
-        // over windows of about a second, published when a window closes.
-        pipe.cmd("EVAL")
-            .arg(MEASURE_RATE)
-            .arg(2)
-            .arg(self.keys.sale_drain_rate(sale))
-            .arg(self.keys.sale_drain_window(sale))
-            .arg(items.len())
-            .ignore();
-        let mut conn = self.redis.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        tickets::record_decisions(
+            &self.redis,
+            &self.keys,
+            sale,
+            &decisions,
+            highest,
+            items.len(),
+        )
+        .await?;
         Ok(())
     }
 }
-
-/// KEYS: ticket, gate. Marks a queued ticket `expired` and gives its unit back to the gate
-/// (taken at entry, never from `quantity_left`; the waitlist gets it first), once: a
-/// redelivered expired ticket is no longer `queued` and changes nothing.
-const EXPIRE_TICKET: &str = "
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'expired')
-  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCR', KEYS[2]) end
-end
-return 0";
-
-/// KEYS: rate, window; ARGV: tickets just decided. Server time, so every worker agrees.
-const MEASURE_RATE: &str = "
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local w = redis.call('HMGET', KEYS[2], 'start', 'count')
-local start, count = tonumber(w[1]), tonumber(w[2])
-if start and now - start < 1000 then
-  redis.call('HINCRBY', KEYS[2], 'count', ARGV[1])
-  return 0
-end
-if start and now > start then
-  redis.call('SET', KEYS[1], tostring(count * 1000 / (now - start)), 'EX', 60)
-end
-redis.call('HSET', KEYS[2], 'start', now, 'count', ARGV[1])
-redis.call('EXPIRE', KEYS[2], 60)
-return 1";
 
 /// What the database knows of a ticket before it is decided.
 #[derive(sqlx::FromRow)]

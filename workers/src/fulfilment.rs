@@ -14,7 +14,7 @@ use flash_core::{
     domain::OrderStatus,
     jobs::{EmailMessage, PaymentJob},
     outbox,
-    redis::Keys,
+    redis_model::Keys,
     restock,
 };
 use redis::aio::ConnectionManager;

@@ -13,7 +13,6 @@ mod drain;
 mod email;
 mod fulfilment;
 mod outbox;
-mod outflow;
 mod payment;
 mod reconciler;
 mod waitlist;
@@ -23,7 +22,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use flash_core::{
     http::{Readiness, Server},
     nats::Subjects,
-    redis::Keys,
+    redis_model::Keys,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

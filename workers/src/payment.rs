@@ -12,9 +12,9 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use flash_core::{
     jobs::{EmailMessage, PaymentJob},
     outbox,
-    redis::Keys,
+    redis_model::Keys,
+    redis_model::tickets::{self, Settled},
     restock::{self, Restocked},
-    sale_gate,
 };
 use rand::Rng;
 use redis::aio::ConnectionManager;
@@ -373,7 +373,7 @@ impl<P: PaymentProvider> Payments<P> {
         }
         let mut tx = self.db.begin().await?;
         // Each flash order's sale and ticket, and how its payment ended, for the waiting room.
-        let mut settled: Vec<(Uuid, Uuid, &str)> = Vec::new();
+        let mut settled: Vec<(Uuid, Uuid, Settled)> = Vec::new();
         let mut restocked = Vec::new();
         if !succeeded.is_empty() {
             let (orders, references): (Vec<Uuid>, Vec<&str>) = succeeded
@@ -406,7 +406,7 @@ impl<P: PaymentProvider> Payments<P> {
             .await?;
             settled.extend(
                 paid.iter()
-                    .filter_map(|(_, sale, ticket)| Some(((*sale)?, (*ticket)?, "paid"))),
+                    .filter_map(|(_, sale, ticket)| Some(((*sale)?, (*ticket)?, Settled::Paid))),
             );
             // Cancelled while the charge was under way: the money goes back.
             for order in orders.iter().filter(|o| !paid_orders.contains(o)) {
@@ -435,7 +435,7 @@ impl<P: PaymentProvider> Payments<P> {
                 })
                 .await?;
                 if let (Some(sale), Some(ticket)) = (sale, ticket) {
-                    settled.push((sale, ticket, "cancelled"));
+                    settled.push((sale, ticket, Settled::Cancelled));
                 }
                 restocked.push(returned);
             }
@@ -446,7 +446,7 @@ impl<P: PaymentProvider> Payments<P> {
         }
         // Best effort after the commit: the order in PostgreSQL is the truth, and a poll of a
         // ticket Redis lost reads it there.
-        if let Err(err) = sale_gate::settle_tickets(&self.redis, &self.keys, &settled).await {
+        if let Err(err) = tickets::settle_tickets(&self.redis, &self.keys, &settled).await {
             tracing::warn!(error = %err, tickets = settled.len(), "updating the tickets after their payments failed");
         }
         Ok(())

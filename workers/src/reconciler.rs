@@ -15,9 +15,9 @@ use anyhow::Context;
 use async_nats::jetstream;
 use flash_core::{
     nats::Subjects,
-    redis::Keys,
+    redis_model::Keys,
+    redis_model::sale_gate::{self, Arm, SaleSettings},
     sale_events::{self, SaleEvent},
-    sale_gate::{self, Arm, SaleSettings},
 };
 use futures::StreamExt;
 use redis::aio::ConnectionManager;

@@ -13,20 +13,18 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     ApiError, ProblemType,
     auth::AuthMember,
-    domain::MemberId,
+    domain::{MemberId, OrderStatus, TicketStatus},
     extract::{Json, Path, Query},
     jobs::TicketMessage,
     nats::PublishError,
     problem::ProblemBody,
+    redis_model::entry::Entry,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::{
-    gate::{Entry, TicketState},
-    pow,
-};
+use crate::{gate::TicketState, pow};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -47,7 +45,7 @@ pub(crate) struct TicketBody {
     /// `order_id`), `paid` or `cancelled`; or `prequeued` (until the draw at `draw_at`), or
     /// `waitlisted` (then `queued` when a unit comes back to them, or `sold_out` at the end),
     /// `sold_out`, `rejected`, `failed`, `expired`.
-    status: String,
+    status: &'static str,
     /// Tickets ahead of this one (queued tickets only).
     position: Option<i64>,
     /// Estimated wait from the measured drain rate (queued tickets with a known rate).
@@ -66,7 +64,7 @@ pub(crate) struct TicketBody {
 
 impl TicketBody {
     fn from_state(ticket: Uuid, state: &TicketState) -> Self {
-        let queued = state.status == "queued";
+        let queued = state.status == TicketStatus::Queued;
         let position = queued.then(|| (state.seq - state.served).max(0));
         let eta_ms = position
             .filter(|_| state.drain_rate > 0.0 && !state.paused)
@@ -78,11 +76,7 @@ impl TicketBody {
         Self {
             ticket_id: ticket,
             sale_id: state.sale,
-            status: if queued && state.paused {
-                "paused".to_owned()
-            } else {
-                state.status.clone()
-            },
+            status: state.status.shown(state.paused),
             position,
             eta_ms,
             // Far-back buyers poll less often: 250 ms at the front, up to 10 s. A waitlisted
@@ -105,7 +99,7 @@ impl TicketBody {
     fn etag(&self) -> String {
         let mut tag = String::with_capacity(64);
         tag.push('"');
-        tag.push_str(&self.status);
+        tag.push_str(self.status);
         for number in [self.position, self.waitlist_position] {
             tag.push('-');
             tag.push_str(itoa::Buffer::new().format(number.unwrap_or(-1)));
@@ -120,7 +114,7 @@ impl TicketBody {
 }
 
 // POST /sales/{id}/tickets → 202 + Location (queued); 200 with the same ticket on repeat
-// (DESIGN.md § Flash-sale flow 2)
+// (docs/design.md, the buyer's flow)
 #[utoipa::path(
     post, path = "/sales/{id}/tickets", tag = "tickets",
     security(("bearer" = [])),
@@ -181,11 +175,11 @@ pub(crate) async fn create_ticket(
                     anyhow::Error::from(err).context("queueing the ticket"),
                 ));
             }
-            metrics::counter!("flash_admission_tickets_total", "outcome" => "queued").increment(1);
+            metrics::counter!("flash_admission_tickets_total", "outcome" => TicketStatus::Queued.as_str()).increment(1);
             let body = TicketBody {
                 ticket_id: ticket,
                 sale_id: sale,
-                status: "queued".to_owned(),
+                status: TicketStatus::Queued.as_str(),
                 position: None,
                 eta_ms: None,
                 poll_after_ms: Some(250),
@@ -195,29 +189,30 @@ pub(crate) async fn create_ticket(
             };
             Ok(ticket_response(StatusCode::ACCEPTED, body))
         }
-        Entry::Waitlisted { ticket } | Entry::Prequeued { ticket } => {
+        entry @ (Entry::Waitlisted { ticket } | Entry::Prequeued { ticket }) => {
             let current =
                 state.gate.ticket(ticket).await?.ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
                 })?;
-            let outcome = if current.draw_at.is_some() {
-                "prequeued"
+            let outcome = if matches!(entry, Entry::Prequeued { .. }) {
+                TicketStatus::Prequeued
             } else {
-                "waitlisted"
+                TicketStatus::Waitlisted
             };
-            metrics::counter!("flash_admission_tickets_total", "outcome" => outcome).increment(1);
+            metrics::counter!("flash_admission_tickets_total", "outcome" => outcome.as_str())
+                .increment(1);
             Ok(ticket_response(
                 StatusCode::ACCEPTED,
                 TicketBody::from_state(ticket, &current),
             ))
         }
         Entry::SoldOut { ticket } => {
-            metrics::counter!("flash_admission_tickets_total", "outcome" => "sold_out")
+            metrics::counter!("flash_admission_tickets_total", "outcome" => TicketStatus::SoldOut.as_str())
                 .increment(1);
             let body = TicketBody {
                 ticket_id: ticket,
                 sale_id: sale,
-                status: "sold_out".to_owned(),
+                status: TicketStatus::SoldOut.as_str(),
                 position: None,
                 eta_ms: None,
                 poll_after_ms: None,
@@ -227,7 +222,7 @@ pub(crate) async fn create_ticket(
             };
             Ok(ticket_response(StatusCode::OK, body))
         }
-        Entry::Existing { ticket, .. } => {
+        Entry::Existing { ticket } => {
             metrics::counter!("flash_admission_tickets_total", "outcome" => "existing")
                 .increment(1);
             let current =
@@ -239,7 +234,7 @@ pub(crate) async fn create_ticket(
             // ever publish it, and the buyer would wait on it forever. Publishing again under
             // the ticket's `Nats-Msg-Id` queues it then, and is dropped as a duplicate when
             // the first publish did land.
-            if current.status == "queued" {
+            if current.status == TicketStatus::Queued {
                 let stranded = queue(
                     &state,
                     sale,
@@ -473,7 +468,7 @@ async fn load_ticket(
     if let Some(current) = state.gate.ticket(ticket).await? {
         // Another member's ticket, or one withdrawn before its buyer heard of it, does not
         // exist as far as this caller can tell.
-        if current.member != member.member_id.get() || current.status == "withdrawn" {
+        if current.member != member.member_id.get() || current.status == TicketStatus::Withdrawn {
             return Err(not_found());
         }
         return Ok(TicketBody::from_state(ticket, &current));
@@ -489,11 +484,7 @@ async fn load_ticket(
             Ok(TicketBody {
                 ticket_id: ticket,
                 sale_id: sale,
-                status: if status == "pending_payment" {
-                    "ordered".to_owned()
-                } else {
-                    status
-                },
+                status: shown_from_order(&status),
                 position: None,
                 eta_ms: None,
                 poll_after_ms: None,
@@ -503,5 +494,14 @@ async fn load_ticket(
             })
         }
         _ => Err(not_found()),
+    }
+}
+
+/// What a ticket whose Redis copy is gone shows, from its order's status: `ordered` while the
+/// order waits for payment, else the order's own state (`paid`, `cancelled`, `shipped`, ...).
+fn shown_from_order(status: &str) -> &'static str {
+    match OrderStatus::parse(status) {
+        Some(OrderStatus::PendingPayment) | None => TicketStatus::Ordered.as_str(),
+        Some(other) => other.as_str(),
     }
 }

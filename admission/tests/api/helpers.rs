@@ -9,8 +9,8 @@ use clap::Parser;
 use flash_core::{
     auth::keys::JwtSigner,
     domain::{MemberId, Role},
-    redis::Keys,
-    sale_gate::{self, Arm, SaleMeta},
+    redis_model::Keys,
+    redis_model::sale_gate::{self, Arm, SaleMeta},
     testing::Isolation,
 };
 use reqwest::{Response, StatusCode};

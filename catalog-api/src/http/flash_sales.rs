@@ -17,8 +17,8 @@ use flash_core::{
     extract::{Json, Path, Query},
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody},
+    redis_model::sale_gate::{self, Arm, SaleMeta, SaleSettings},
     sale_events::{self, SaleEvent},
-    sale_gate::{self, Arm, SaleMeta, SaleSettings},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;

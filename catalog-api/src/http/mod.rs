@@ -17,7 +17,7 @@ use flash_core::{
     config::HttpArgs,
     http::Readiness,
     problem::{FieldError, ProblemBody, UnavailableItem},
-    redis::Keys,
+    redis_model::Keys,
 };
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;

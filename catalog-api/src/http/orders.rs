@@ -21,7 +21,8 @@ use flash_core::{
     outbox,
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody, UnavailableItem},
-    restock, sale_gate,
+    redis_model::tickets::{self, Settled},
+    restock,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -754,7 +755,8 @@ pub(crate) async fn cancel_order(
     restock::announce(&state.redis, &state.keys, &restocked).await;
     if let (Some(sale), Some(ticket)) = (row.flash_sale_id, row.ticket_id)
         && let Err(err) =
-            sale_gate::settle_ticket(&state.redis, &state.keys, sale, ticket, "cancelled").await
+            tickets::settle_ticket(&state.redis, &state.keys, sale, ticket, Settled::Cancelled)
+                .await
     {
         tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
     }

@@ -18,8 +18,8 @@ use flash_core::{
     auth::AdminMember,
     extract::{Json, Path, Query},
     problem::ProblemBody,
+    redis_model::sale_gate::{self, Taken},
     sale_events::{self, SaleEvent},
-    sale_gate::{self, Taken},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;

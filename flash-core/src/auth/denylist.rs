@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Claims;
-use crate::redis::Keys;
+use crate::redis_model::Keys;
 
 /// The Redis denylist of logged-out access tokens.
 #[derive(Clone)]
@@ -124,7 +124,7 @@ const FEED_PING_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a feed that has not heard Redis stays trusted. With the ping above, a subscription
 /// that silently stopped delivering is distrusted within this, well inside the second in which
-/// DESIGN.md promises a logout reaches every service.
+/// The design (docs/design.md) promises a logout reaches every service.
 const FEED_TRUSTED_FOR: Duration = Duration::from_millis(600);
 
 /// How long to wait before subscribing again after the subscription broke.

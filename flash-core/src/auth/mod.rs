@@ -115,7 +115,7 @@ impl JwtVerifier {
 }
 
 /// How long a cached "not logged out" answer is trusted when no [`DenylistFeed`] vouches for it.
-/// DESIGN.md promises that a logged-out token is refused by every service within one second;
+/// The design (docs/design.md) promises that a logged-out token is refused by every service within one second;
 /// half of that leaves room for clocks.
 pub const DENYLIST_RECHECK: Duration = Duration::from_millis(500);
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use flash_core::{auth::keys::JwtSigner, redis::Keys, testing::Isolation};
+use flash_core::{auth::keys::JwtSigner, redis_model::Keys, testing::Isolation};
 use loadtest::spike::{Plan, SpikeReport, run_with};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

@@ -111,7 +111,7 @@ pub(crate) struct MemberBody {
     created_at: DateTime<Utc>,
 }
 
-// POST /members → 201 member; 409 email taken; 422 invalid (DESIGN.md, HTTP surface)
+// POST /members → 201 member; 409 email taken; 422 invalid (docs/api.md)
 #[utoipa::path(
     post, path = "/members", tag = "members",
     request_body = NewMember,

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use axum::{Router, routing::get};
 use flash_core::{
     auth::{AuthMember, Authenticator, Denylist, JwtVerifier},
-    redis::Keys,
+    redis_model::Keys,
 };
 use reqwest::StatusCode;
 use serde_json::json;

@@ -201,17 +201,17 @@ async fn a_returned_flash_order_gives_its_unit_back_and_is_refunded_once_despite
         .unwrap();
     let schedulers = [scheduler(&env, 0.0, NOW), scheduler(&env, 0.0, NOW)];
     run_until_still(&[&schedulers[0], &schedulers[1]]).await;
-    flash_core::sale_gate::arm(
+    flash_core::redis_model::sale_gate::arm(
         &env.redis,
         &env.keys,
         env.sale,
         0,
-        &flash_core::sale_gate::SaleMeta::open(
+        &flash_core::redis_model::sale_gate::SaleMeta::open(
             chrono::Utc::now() - chrono::Duration::minutes(1),
             chrono::Utc::now() + chrono::Duration::hours(1),
             1,
         ),
-        flash_core::sale_gate::Arm::Replace,
+        flash_core::redis_model::sale_gate::Arm::Replace,
     )
     .await
     .unwrap();
@@ -304,7 +304,7 @@ async fn a_returned_regular_order_restocks_its_products_and_the_catalog_cache_se
         .await
         .unwrap();
     // catalog-api cached the product at version 1, with 4 in stock.
-    flash_core::product_cache::store(
+    flash_core::redis_model::product_cache::store(
         &env.redis,
         &env.keys,
         product,

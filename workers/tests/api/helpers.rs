@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use flash_core::{
-    domain::MemberId, jobs::TicketMessage, nats::Subjects, redis::Keys, testing::Isolation,
+    domain::MemberId, jobs::TicketMessage, nats::Subjects, redis_model::Keys, testing::Isolation,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -224,16 +224,16 @@ impl Env {
 
     /// Holds or releases the sale, and sets its outflow, as catalog-api does.
     pub(crate) async fn control(&self, paused: bool, outflow_per_sec: u32) {
-        let meta = flash_core::sale_gate::SaleMeta {
+        let meta = flash_core::redis_model::sale_gate::SaleMeta {
             paused,
             outflow_per_sec,
-            ..flash_core::sale_gate::SaleMeta::open(
+            ..flash_core::redis_model::sale_gate::SaleMeta::open(
                 chrono::Utc::now() - chrono::Duration::minutes(1),
                 chrono::Utc::now() + chrono::Duration::hours(1),
                 1,
             )
         };
-        flash_core::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
+        flash_core::redis_model::sale_gate::write_meta(&self.redis, &self.keys, self.sale, &meta)
             .await
             .unwrap();
     }

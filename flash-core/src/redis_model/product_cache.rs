@@ -3,31 +3,16 @@
 //! reaches readers at once, whoever made it.
 //!
 //! An entry is `<version>|<json>`; after a write, `<version>|` (a tombstone). Every product
-//! write bumps `products.version` under the row lock; a Lua script stores an entry only when its
-//! version is not older than the cached one, so a reader that fetched the row just before a
+//! write bumps `products.version` under the row lock; the script stores an entry only when its
+//! version is not older than the cached one (`lua/store_product.lua`), so a reader that fetched the row just before a
 //! write can never put the old product back.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::redis::Keys;
-
-/// Stores ARGV[2] under KEYS[1] with version ARGV[1] unless a newer version is cached.
-static STORE_IF_NOT_OLDER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local cached = tonumber(string.match(current, '^(%d+)|'))
-  if cached and cached > tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
-return 1
-",
-    )
-});
+use super::{Keys, script};
 
 /// How long a tombstone lives when written by a service that has no cache TTL of its own; it
 /// only bounds what is left behind, readers replace it with the fresh row.
@@ -47,7 +32,8 @@ pub async fn store(
     ttl: Duration,
 ) -> redis::RedisResult<bool> {
     let mut conn = redis.clone();
-    STORE_IF_NOT_OLDER
+    script::STORE_PRODUCT
+        .redis()
         .key(keys.product(product))
         .arg(version)
         .arg(json)

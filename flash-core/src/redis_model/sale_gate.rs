@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use crate::redis::Keys;
+use super::{Keys, expire_at_ms, script};
 
 /// What the front door needs to know about a sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub async fn arm(
 ) -> redis::RedisResult<()> {
     let gate = keys.sale_gate(sale);
     let meta_key = keys.sale_meta(sale);
-    let expire_at = (meta.ends_at + chrono::Duration::days(1)).timestamp();
+    let expire_at = expire_at_ms(meta.ends_at);
     let mut pipe = redis::pipe();
     pipe.atomic();
     match mode {
@@ -152,11 +152,11 @@ pub async fn arm(
             .arg(1)
             .ignore();
     }
-    pipe.cmd("EXPIREAT")
+    pipe.cmd("PEXPIREAT")
         .arg(&gate)
         .arg(expire_at)
         .ignore()
-        .cmd("EXPIREAT")
+        .cmd("PEXPIREAT")
         .arg(&meta_key)
         .arg(expire_at)
         .ignore();
@@ -179,9 +179,9 @@ pub async fn write_meta(
     let mut pipe = redis::pipe();
     pipe.atomic();
     hset_meta(&mut pipe, &meta_key, meta);
-    pipe.cmd("EXPIREAT")
+    pipe.cmd("PEXPIREAT")
         .arg(&meta_key)
-        .arg((meta.ends_at + chrono::Duration::days(1)).timestamp())
+        .arg(expire_at_ms(meta.ends_at))
         .ignore();
     let mut conn = redis.clone();
     pipe.query_async(&mut conn).await
@@ -212,63 +212,6 @@ fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
         .arg(meta.abandon_after_secs)
         .ignore();
 }
-
-/// Tells a waiting buyer how their order ended (`paid`, or `cancelled`): the ticket moves on
-/// from `ordered` (or `paid`, for a cancellation). A ticket Redis no longer holds stays gone;
-/// its poll is answered from PostgreSQL.
-///
-/// # Errors
-/// When Redis is unreachable.
-pub async fn settle_ticket(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-    ticket: Uuid,
-    status: &str,
-) -> redis::RedisResult<()> {
-    settle_tickets(redis, keys, &[(sale, ticket, status)]).await
-}
-
-/// [`settle_ticket`] for a batch of `(sale, ticket, status)`, in one round trip.
-///
-/// # Errors
-/// When Redis is unreachable.
-pub async fn settle_tickets(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    settled: &[(Uuid, Uuid, &str)],
-) -> redis::RedisResult<()> {
-    if settled.is_empty() {
-        return Ok(());
-    }
-    let script = redis::Script::new(
-        "local s = redis.call('HGET', KEYS[1], 'status')
-         if s == 'ordered' or (s == 'paid' and ARGV[1] == 'cancelled') then
-           redis.call('HSET', KEYS[1], 'status', ARGV[1])
-         end
-         return 0",
-    );
-    let mut pipe = redis::pipe();
-    pipe.load_script(&script).ignore();
-    for (sale, ticket, status) in settled {
-        pipe.invoke_script(script.key(keys.ticket(*sale, *ticket)).arg(*status))
-            .ignore();
-    }
-    let mut conn = redis.clone();
-    pipe.query_async(&mut conn).await
-}
-
-/// KEYS: ticket, the sale's promoting set. ARGV: ticket id. Confirms a ticket handed a unit
-/// (by the pre-queue release or the waitlist promoter) as `queued` once its message is in the
-/// queue, unless a worker already decided it, and takes it out of the promoting set. Shared by
-/// the two so that either can finish what the other started.
-pub const CONFIRM_PROMOTED: &str = r"
-if redis.call('HGET', KEYS[1], 'status') == 'promoting' then
-  redis.call('HSET', KEYS[1], 'status', 'queued')
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
-";
 
 /// What the workers need to know about a sale before they drain it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -317,11 +260,9 @@ pub async fn add_units(
     sale: Uuid,
     units: i64,
 ) -> redis::RedisResult<Option<i64>> {
-    let script = redis::Script::new(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return nil",
-    );
     let mut conn = redis.clone();
-    script
+    script::ADD_UNITS
+        .redis()
         .key(keys.sale_gate(sale))
         .arg(units)
         .invoke_async(&mut conn)
@@ -350,16 +291,9 @@ pub async fn take_units(
     sale: Uuid,
     units: i64,
 ) -> redis::RedisResult<Taken> {
-    let script = redis::Script::new(
-        "local v = redis.call('GET', KEYS[1])
-         if not v then return {-1, 0} end
-         v = tonumber(v)
-         local n = tonumber(ARGV[1])
-         if v < n then return {0, v} end
-         return {1, redis.call('DECRBY', KEYS[1], n)}",
-    );
     let mut conn = redis.clone();
-    let (done, value): (i64, i64) = script
+    let (done, value): (i64, i64) = script::TAKE_UNITS
+        .redis()
         .key(keys.sale_gate(sale))
         .arg(units)
         .invoke_async(&mut conn)
@@ -397,12 +331,11 @@ pub async fn return_unit(
     keys: &Keys,
     sale: Uuid,
 ) -> redis::RedisResult<()> {
-    let script = redis::Script::new(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end return nil",
-    );
     let mut conn = redis.clone();
-    script
+    script::ADD_UNITS
+        .redis()
         .key(keys.sale_gate(sale))
+        .arg(1)
         .invoke_async::<Option<i64>>(&mut conn)
         .await
         .map(drop)
