@@ -1,54 +1,121 @@
-//! The pages in a real browser: headless Chromium (Debian's package) driven by playwright-core.
-//! In the waiting room a buyer logs in, enters a sale that opens a moment later, waits and sees
-//! its order; in the admin console an admin watches a running spike. member-api, catalog-api,
-//! admission and workers all run in-process on their own ports, so what the pages show is real:
-//! tickets drained from the queue into PostgreSQL. The waiting room reaches member-api and
-//! catalog-api only through the door's gateway: neither service allows the door's origin.
+//! The pages in a real browser: Debian's headless Chromium driven over WebDriver by Debian's
+//! chromedriver (see `webdriver.rs`). In the waiting room a buyer logs in, enters a sale that
+//! opens a moment later, waits and sees its order; in the admin console an admin watches a
+//! running spike. member-api, catalog-api, admission and workers all run in-process on their own
+//! ports, so what the pages show is real: tickets drained from the queue into PostgreSQL. The
+//! waiting room reaches member-api and catalog-api only through the door's gateway: neither
+//! service allows the door's origin.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
+use anyhow::{Result, ensure};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::stack::{ADMIN, Services};
+use crate::{
+    stack::{ADMIN, Services},
+    webdriver::{Page, Viewport},
+};
 
 const BUYER: (&str, &str) = ("buyer@browser.test", "buyer password 123");
-
-/// Runs a browser script and returns what it printed, failing the test with its output when
-/// it fails.
-async fn run_browser(script: &str, page_url: &str, email: &str, password: &str) -> Value {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let run = tokio::process::Command::new("node")
-        .arg(here.join("tests/browser").join(script))
-        .env("PAGE_URL", page_url)
-        .env("EMAIL", email)
-        .env("PASSWORD", password)
-        .env("SCREENSHOT_DIR", artifacts())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("browser run timed out")
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+/// A phone, as the waiting room's buyers mostly are.
+const PHONE: Viewport = Viewport {
+    width: 390,
+    height: 844,
+    scale: 2.0,
+};
+/// A laptop's window, for the admin console.
+const LAPTOP: Viewport = Viewport {
+    width: 1100,
+    height: 720,
+    scale: 1.0,
+};
 
 fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts")
 }
 
+/// Drives the waiting-room page like a buyer on a phone: log in, enter the sale (which opens a
+/// few seconds later, so the page must wait out a 425), wait in the queue, see the outcome.
+/// Returns the outcome line, `Order <id>`.
+async fn wait_in_the_waiting_room(page: &Page, url: &str) -> Result<String> {
+    page.goto(url).await?;
+    page.wait_for_text(&["left"], Duration::from_secs(10))
+        .await?;
+    page.fill("Email", BUYER.0).await?;
+    page.fill("Password", BUYER.1).await?;
+    page.click("Log in").await?;
+    page.click("Enter the sale").await?;
+    // The order may already be paid by the time the page looks again.
+    let got_one = ["You got one!", "Paid — it's yours!"];
+    let queued_or_got_one = ["You're in the queue", got_one[0], got_one[1]];
+    page.wait_for_text(&queued_or_got_one, Duration::from_secs(30))
+        .await?;
+    page.screenshot("waiting-room-queued.png").await?;
+    page.wait_for_text(&got_one, Duration::from_secs(30))
+        .await?;
+    let outcome = page.text("#eta").await?;
+    let id = outcome.strip_prefix("Order ").unwrap_or_default();
+    ensure!(
+        id.len() == 36
+            && id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-')),
+        "unexpected outcome text: {outcome}"
+    );
+    page.screenshot("waiting-room.png").await?;
+    Ok(outcome)
+}
+
+/// What the console showed.
+#[derive(Debug)]
+struct Console {
+    status: String,
+    served: String,
+    remaining: String,
+    points: usize,
+}
+
+/// Watches the admin console during a running spike: log in as the admin, let the figures and
+/// the chart fill for a few seconds, read them, save a screenshot.
+async fn watch_the_console(page: &Page, url: &str) -> Result<Console> {
+    page.goto(url).await?;
+    page.fill("Email", ADMIN.0).await?;
+    page.fill("Password", ADMIN.1).await?;
+    page.click("Log in").await?;
+    // Figures arrive, then the chart needs a few seconds of samples.
+    page.wait_until(
+        "figures shown",
+        Duration::from_secs(15),
+        r#"return document.getElementById("f-served").textContent !== "–";"#,
+    )
+    .await?;
+    page.wait_until(
+        "8 points in the chart",
+        Duration::from_secs(20),
+        r#"return (document.getElementById("line-in").getAttribute("points") || "").split(" ").length >= 8;"#,
+    )
+    .await?;
+    let shown = Console {
+        status: page.text("#f-status").await?,
+        served: page.text("#f-served").await?,
+        remaining: page.text("#f-remaining").await?,
+        points: page
+            .attr("#line-in", "points")
+            .await?
+            .unwrap_or_default()
+            .split(' ')
+            .count(),
+    };
+    page.screenshot("console.png").await?;
+    Ok(shown)
+}
+
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
-#[ignore = "needs Debian's chromium and `npm ci` in admission/tests/browser; scripts/test provides both and runs it"]
+#[ignore = "needs Debian's chromium and chromium-driver; scripts/test installs both and runs it"]
 async fn a_buyer_enters_waits_and_gets_an_order_in_the_waiting_room(db: PgPool) {
     let services = Services::start(&db).await;
     // The shop: an admin creates a product and a sale opening in three seconds that asks each
@@ -70,20 +137,12 @@ async fn a_buyer_enters_waits_and_gets_an_order_in_the_waiting_room(db: PgPool) 
     let buyer: Uuid = signup["id"].as_str().unwrap().parse().unwrap();
     services.start_workers(&db).await;
 
-    let shown = run_browser(
-        "waiting_room.mjs",
-        &format!("{}/sales/{sale}", services.door),
-        BUYER.0,
-        BUYER.1,
-    )
-    .await;
+    let page = Page::open("waiting-room", PHONE, artifacts()).await;
+    let url = format!("{}/sales/{sale}", services.door);
+    let outcome = wait_in_the_waiting_room(&page, &url).await;
+    let outcome = page.finish(outcome).await;
     assert!(artifacts().join("waiting-room.png").exists());
-    let order: Uuid = shown["outcome"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Order ")
-        .parse()
-        .unwrap();
+    let order: Uuid = outcome.trim_start_matches("Order ").parse().unwrap();
     let (owner, ticket): (Uuid, Option<Uuid>) =
         sqlx::query_as("select member_id, ticket_id from orders where order_id = $1")
             .bind(order)
@@ -96,7 +155,7 @@ async fn a_buyer_enters_waits_and_gets_an_order_in_the_waiting_room(db: PgPool) 
 }
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
-#[ignore = "needs Debian's chromium and `npm ci` in admission/tests/browser; scripts/test provides both and runs it"]
+#[ignore = "needs Debian's chromium and chromium-driver; scripts/test installs both and runs it"]
 async fn the_admin_console_follows_a_running_spike(db: PgPool) {
     const BUYERS: usize = 3_000;
     let services = Services::start(&db).await;
@@ -158,23 +217,19 @@ async fn the_admin_console_follows_a_running_spike(db: PgPool) {
         })
     };
 
-    let shown = run_browser(
-        "console.mjs",
-        &format!("{}/console?sale={sale}", services.catalog),
-        ADMIN.0,
-        ADMIN.1,
-    )
-    .await;
+    let page = Page::open("console", LAPTOP, artifacts()).await;
+    let url = format!("{}/console?sale={sale}", services.catalog);
+    let shown = watch_the_console(&page, &url).await;
+    let shown = page.finish(shown).await;
     spike.abort();
+    println!(
+        "the console showed: status {}, served {}, remaining {}, {} points",
+        shown.status, shown.served, shown.remaining, shown.points
+    );
 
     assert!(artifacts().join("console.png").exists());
-    assert!(shown["points"].as_u64().unwrap() >= 8, "{shown}");
-    let served: u64 = shown["served"]
-        .as_str()
-        .unwrap()
-        .replace(',', "")
-        .parse()
-        .unwrap();
-    assert!(served > 0, "the console saw tickets drained: {shown}");
+    assert!(shown.points >= 8, "{shown:?}");
+    let served: u64 = shown.served.replace(',', "").parse().unwrap();
+    assert!(served > 0, "the console saw tickets drained: {shown:?}");
     services.stop().await;
 }

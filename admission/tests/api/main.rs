@@ -5,6 +5,7 @@
 
 mod helpers;
 mod stack;
+mod webdriver;
 
 mod browser;
 mod entry;
