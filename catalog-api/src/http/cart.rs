@@ -20,10 +20,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    AppState,
-    orders::{self, LineSource},
-};
+use super::orders::{self, LineSource};
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

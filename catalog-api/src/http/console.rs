@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::{Router, extract::State, response::Response, routing::get};
 use flash_core::page::Page;
 
-use super::AppState;
+use crate::state::AppState;
 
 const TEMPLATE: &str = include_str!("console.html");
 

@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::AppState;
+use crate::{
+    state::AppState,
+    stock::{self, Shortfall, Taken},
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -435,7 +438,7 @@ pub(super) async fn place_order(
 }
 
 /// The total and currency of priced lines; one order has one currency.
-fn total(priced: &[(Uuid, i32, TakenLine)]) -> Result<(i64, String), ApiError> {
+fn total(priced: &[(Uuid, i32, Taken)]) -> Result<(i64, String), ApiError> {
     let mut currency: Option<&str> = None;
     let mut total: i64 = 0;
     for (_, quantity, line) in priced {
@@ -453,13 +456,6 @@ fn total(priced: &[(Uuid, i32, TakenLine)]) -> Result<(i64, String), ApiError> {
         currency = Some(&line.currency);
     }
     Ok((total, currency.unwrap_or_default().to_owned()))
-}
-
-/// A product line after its stock was taken.
-struct TakenLine {
-    price_cents: i64,
-    currency: String,
-    version: i64,
 }
 
 /// A line whose stock could not be taken.
@@ -502,35 +498,16 @@ async fn take_stock(
     conn: &mut PgConnection,
     product: Uuid,
     quantity: i32,
-) -> sqlx::Result<Result<TakenLine, Refusal>> {
-    // INVARIANT: products.stock never < 0: the guard takes units only when enough are left, and
-    // the row lock serialises concurrent orders of one product (no lost update).
-    let taken: Option<(i64, String, i64)> = sqlx::query_as(
-        "update products set stock = stock - $2, version = version + 1
-         where product_id = $1 and active and stock >= $2
-         returning price_cents, currency, version",
-    )
-    .bind(product)
-    .bind(quantity)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((price_cents, currency, version)) = taken {
-        return Ok(Ok(TakenLine {
-            price_cents,
-            currency,
-            version,
-        }));
-    }
-    let found: Option<(bool, i32, String)> =
-        sqlx::query_as("select active, stock, name from products where product_id = $1")
-            .bind(product)
-            .fetch_optional(&mut *conn)
-            .await?;
+) -> sqlx::Result<Result<Taken, Refusal>> {
+    let shortfall = match stock::take(conn, product, i64::from(quantity)).await? {
+        Ok(taken) => return Ok(Ok(taken)),
+        Err(shortfall) => shortfall,
+    };
     metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
-    let (reason, available, name) = match found {
-        None => ("unknown", 0, None),
-        Some((false, _, name)) => ("inactive", 0, Some(name)),
-        Some((true, stock, name)) => ("out_of_stock", stock, Some(name)),
+    let (reason, available, name) = match shortfall {
+        Shortfall::Unknown => ("unknown", 0, None),
+        Shortfall::Inactive { name } => ("inactive", 0, Some(name)),
+        Shortfall::Short { name, stock } => ("out_of_stock", stock, Some(name)),
     };
     Ok(Err(Refusal {
         item: UnavailableItem {
