@@ -7,6 +7,7 @@
 mod cache;
 pub mod config;
 mod http;
+mod order_rules;
 mod state;
 mod stock;
 mod validation;

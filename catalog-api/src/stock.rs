@@ -15,7 +15,7 @@ pub(crate) struct Taken {
 }
 
 /// Why units could not be taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Shortfall {
     /// No such product.
     Unknown,
