@@ -18,7 +18,7 @@ pub(crate) struct AppState {
     pub(crate) keys: Keys,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) cache: ProductCache,
-    pub(crate) console: Arc<flash_core::page::Page>,
+    pub(crate) console: Arc<flash_core::page::HtmlPage>,
     /// How long after delivery a buyer may still return an order.
     pub(crate) return_window: chrono::TimeDelta,
 }

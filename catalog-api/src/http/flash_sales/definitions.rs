@@ -1,7 +1,7 @@
 //! `/flash-sales`: admins define sales; anyone reads them with live `remaining`.
 //!
 //! Creating a sale reserves its units from the product's stock in the same transaction and
-//! then arms the sale's Redis gate for the admission front door (DESIGN.md, Arm).
+//! then arms the sale's Redis gate for the admission front door.
 
 use axum::{
     Router,
