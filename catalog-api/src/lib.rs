@@ -7,6 +7,10 @@
 mod cache;
 pub mod config;
 mod http;
+mod order_rules;
+mod state;
+mod stock;
+mod validation;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -49,7 +53,7 @@ impl App {
         let redis = flash_core::redis::connect(&config.redis).await?;
         let keys = Keys::new(&config.redis.redis_key_prefix);
         let verifier = JwtVerifier::from_args(&config.jwt)?;
-        let state = http::AppState {
+        let state = state::AppState {
             db: pool.clone(),
             redis: redis.clone(),
             keys: keys.clone(),

@@ -10,14 +10,14 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use sha2::{Digest, Sha256};
 
-/// A rendered page and its security policy.
+/// A rendered HTML page and the Content-Security-Policy it is served under.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub struct HtmlPage {
     html: String,
     csp: HeaderValue,
 }
 
-impl Page {
+impl HtmlPage {
     /// Renders `template`, replacing each `{{NAME}}` of `urls` with its URL (attribute-escaped,
     /// without a trailing slash); the page may call this origin and exactly those URLs.
     ///
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_page_names_its_services_and_pins_its_inline_code() {
-        let page = Page::render(TEMPLATE, &[("API_URL", "http://api.example/")]).unwrap();
+        let page = HtmlPage::render(TEMPLATE, &[("API_URL", "http://api.example/")]).unwrap();
         assert!(page.html().contains(r#"content="http://api.example""#));
         assert!(!page.html().contains("{{"));
         let csp = page.csp().to_str().unwrap();
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn urls_cannot_break_out_of_the_attribute() {
-        let page = Page::render(
+        let page = HtmlPage::render(
             TEMPLATE,
             &[("API_URL", r#"http://x"><script>alert(1)</script>"#)],
         )

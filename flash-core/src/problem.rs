@@ -263,9 +263,6 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Shorthand for handler results.
-pub type ApiResult<T, E = ApiError> = Result<T, E>;
-
 impl ApiError {
     /// A client error of `kind` with a detail for the client.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {

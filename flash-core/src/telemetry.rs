@@ -141,7 +141,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder, installed on first use, with a thread that runs its
-/// upkeep every [`UPKEEP_EVERY`].
+/// upkeep every few seconds (`UPKEEP_EVERY`).
 ///
 /// # Panics
 /// Panics if another crate installed a different global `metrics` recorder first, or the

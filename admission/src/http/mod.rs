@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<EntryLimits>,
     pub(crate) queue_max_depth: u64,
     pub(crate) long_poll_max_secs: u64,
-    pub(crate) waiting_room: Arc<flash_core::page::Page>,
+    pub(crate) waiting_room: Arc<flash_core::page::HtmlPage>,
     /// Who the client is, for the per-address entry limit.
     pub(crate) client_address: ClientAddress,
 }

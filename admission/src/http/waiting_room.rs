@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::{Router, extract::State, response::Response, routing::get};
-use flash_core::{extract::Path, page::Page};
+use flash_core::{extract::Path, page::HtmlPage};
 use uuid::Uuid;
 
 use super::AppState;
@@ -15,8 +15,8 @@ use super::AppState;
 const TEMPLATE: &str = include_str!("waiting_room.html");
 
 /// Renders the page (once, at start-up).
-pub(crate) fn waiting_room_page() -> anyhow::Result<Arc<Page>> {
-    Ok(Arc::new(Page::render(TEMPLATE, &[])?))
+pub(crate) fn waiting_room_page() -> anyhow::Result<Arc<HtmlPage>> {
+    Ok(Arc::new(HtmlPage::render(TEMPLATE, &[])?))
 }
 
 pub(super) fn router() -> Router<AppState> {

@@ -20,10 +20,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    AppState,
-    orders::{self, LineSource},
-};
+use super::orders::{self, LineSource};
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -153,40 +151,8 @@ pub(crate) async fn put_item(
             ApiError::invalid("quantity", format!("must be between 1 and {MAX_UNITS}"))
         })?;
     let mut tx = state.db.begin().await?;
-    let active: Option<bool> =
-        sqlx::query_scalar("select active from products where product_id = $1")
-            .bind(product_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match active {
-        None => return Err(ApiError::not_found(format!("no product {product_id}"))),
-        Some(false) => {
-            return Err(ApiError::new(
-                ProblemType::Conflict,
-                format!("product {product_id} is no longer sold"),
-            ));
-        }
-        Some(true) => {}
-    }
-    // Serialise this member's cart changes, so two PUTs cannot both pass the size check.
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))")
-        .bind(member.member_id)
-        .execute(&mut *tx)
-        .await?;
-    let (lines, present): (i64, bool) = sqlx::query_as(
-        "select count(*), coalesce(bool_or(product_id = $2), false)
-         from cart_items where member_id = $1",
-    )
-    .bind(member.member_id)
-    .bind(product_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !present && lines >= MAX_LINES {
-        return Err(ApiError::new(
-            ProblemType::Conflict,
-            format!("a cart holds at most {MAX_LINES} products"),
-        ));
-    }
+    ensure_sold(&mut tx, product_id).await?;
+    ensure_room(&mut tx, member.member_id, product_id).await?;
     sqlx::query(
         "insert into cart_items (member_id, product_id, quantity) values ($1, $2, $3)
          on conflict (member_id, product_id) do update set quantity = excluded.quantity",
@@ -199,6 +165,51 @@ pub(crate) async fn put_item(
     let cart = load_cart(&mut tx, member.member_id).await?;
     tx.commit().await?;
     Ok(Json(cart))
+}
+
+/// Refuses a product that does not exist or is no longer sold.
+async fn ensure_sold(conn: &mut PgConnection, product_id: Uuid) -> Result<(), ApiError> {
+    let active: Option<bool> =
+        sqlx::query_scalar("select active from products where product_id = $1")
+            .bind(product_id)
+            .fetch_optional(conn)
+            .await?;
+    match active {
+        None => Err(ApiError::not_found(format!("no product {product_id}"))),
+        Some(false) => Err(ApiError::new(
+            ProblemType::Conflict,
+            format!("product {product_id} is no longer sold"),
+        )),
+        Some(true) => Ok(()),
+    }
+}
+
+/// Refuses a new product in a full cart. Takes the member's cart lock for the rest of the
+/// transaction, so two PUTs cannot both pass the size check.
+async fn ensure_room(
+    conn: &mut PgConnection,
+    member: MemberId,
+    product_id: Uuid,
+) -> Result<(), ApiError> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))")
+        .bind(member)
+        .execute(&mut *conn)
+        .await?;
+    let (lines, present): (i64, bool) = sqlx::query_as(
+        "select count(*), coalesce(bool_or(product_id = $2), false)
+         from cart_items where member_id = $1",
+    )
+    .bind(member)
+    .bind(product_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !present && lines >= MAX_LINES {
+        return Err(ApiError::new(
+            ProblemType::Conflict,
+            format!("a cart holds at most {MAX_LINES} products"),
+        ));
+    }
+    Ok(())
 }
 
 // DELETE /cart/items/{product_id} → 204, also when the product was not in the cart

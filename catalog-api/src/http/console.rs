@@ -7,15 +7,15 @@
 use std::sync::Arc;
 
 use axum::{Router, extract::State, response::Response, routing::get};
-use flash_core::page::Page;
+use flash_core::page::HtmlPage;
 
-use super::AppState;
+use crate::state::AppState;
 
 const TEMPLATE: &str = include_str!("console.html");
 
 /// Renders the console for member-api's public URL (where it logs in).
-pub(crate) fn console_page(member_url: &str) -> anyhow::Result<Arc<Page>> {
-    Ok(Arc::new(Page::render(
+pub(crate) fn console_page(member_url: &str) -> anyhow::Result<Arc<HtmlPage>> {
+    Ok(Arc::new(HtmlPage::render(
         TEMPLATE,
         &[("MEMBER_URL", member_url)],
     )?))

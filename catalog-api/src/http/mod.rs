@@ -1,50 +1,24 @@
-//! The HTTP surface of catalog-api: shared state, the router, and the OpenAPI document.
+//! The HTTP surface of catalog-api: the router wiring every resource's routes, and the OpenAPI
+//! document.
 
 mod cart;
 mod console;
 mod flash_sales;
 mod orders;
 mod products;
-mod sale_control;
-mod sale_stats;
 
-use std::sync::Arc;
-
-use axum::{Router, extract::FromRef, routing::get};
+use axum::{Router, routing::get};
 use flash_core::http::BearerSecurity;
 use flash_core::{
-    auth::Authenticator,
     config::HttpArgs,
     http::Readiness,
     problem::{FieldError, ProblemBody, UnavailableItem},
-    redis_model::Keys,
 };
-use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 use utoipa::OpenApi;
 
 pub(crate) use console::console_page;
 
-use crate::cache::ProductCache;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) db: PgPool,
-    pub(crate) redis: ConnectionManager,
-    pub(crate) keys: Keys,
-    pub(crate) auth: Arc<Authenticator>,
-    pub(crate) cache: ProductCache,
-    pub(crate) console: Arc<flash_core::page::Page>,
-    /// How long after delivery a buyer may still return an order.
-    pub(crate) return_window: chrono::TimeDelta,
-}
-
-impl FromRef<AppState> for Arc<Authenticator> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.auth)
-    }
-}
+use crate::state::AppState;
 
 /// The whole application: API routes, ops routes, OpenAPI, and the shared middleware.
 pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> Router {
@@ -76,18 +50,18 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
         products::create_product,
         products::update_product,
         products::delete_product,
-        flash_sales::list_flash_sales,
-        flash_sales::get_flash_sale,
-        flash_sales::create_flash_sale,
-        flash_sales::update_flash_sale,
-        flash_sales::cancel_flash_sale,
-        sale_control::pause_sale,
-        sale_control::resume_sale,
-        sale_control::set_outflow,
-        sale_control::change_stock,
-        sale_control::end_sale,
-        sale_control::sale_audit,
-        sale_stats::sale_stats,
+        flash_sales::definitions::list_flash_sales,
+        flash_sales::definitions::get_flash_sale,
+        flash_sales::definitions::create_flash_sale,
+        flash_sales::definitions::update_flash_sale,
+        flash_sales::definitions::cancel_flash_sale,
+        flash_sales::control::pause_sale,
+        flash_sales::control::resume_sale,
+        flash_sales::control::set_outflow,
+        flash_sales::stock_change::change_stock,
+        flash_sales::control::end_sale,
+        flash_sales::audit::sale_audit,
+        flash_sales::stats::sale_stats,
         orders::create_order,
         orders::list_orders,
         orders::get_order,

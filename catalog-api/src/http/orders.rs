@@ -20,7 +20,7 @@ use flash_core::{
     jobs::{EmailMessage, PaymentJob},
     outbox,
     pagination::{self, Cursor, Page},
-    problem::{FieldError, ProblemBody, UnavailableItem},
+    problem::ProblemBody,
     redis_model::tickets::{self, Settled},
     restock,
 };
@@ -28,7 +28,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::AppState;
+use crate::{
+    order_rules::{self, Basket, Line, PricedLine, Refusal, Refusals},
+    state::AppState,
+    stock::{self, Taken},
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -38,10 +42,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/orders/{id}/return", post(return_order))
 }
 
-/// Most lines one order may have.
-const MAX_ITEMS: usize = 50;
-/// Most units of one product in one order.
-const MAX_UNITS: i64 = 1000;
 /// Header making a retried `POST /orders` return the first result.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -234,40 +234,6 @@ pub(crate) struct NewItem {
     quantity: i64,
 }
 
-/// Validated lines, sorted by product so that concurrent orders lock rows in the same order
-/// (no deadlocks).
-fn validate_items(items: &[NewItem]) -> Result<Vec<(Uuid, i32)>, ApiError> {
-    if items.is_empty() || items.len() > MAX_ITEMS {
-        return Err(ApiError::invalid(
-            "items",
-            format!("must have 1 to {MAX_ITEMS} lines"),
-        ));
-    }
-    let mut errors = Vec::new();
-    let mut lines = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match i32::try_from(item.quantity) {
-            Ok(q) if (1..=MAX_UNITS).contains(&item.quantity) => lines.push((item.product_id, q)),
-            _ => errors.push(FieldError::new(
-                format!("items[{i}].quantity"),
-                format!("must be between 1 and {MAX_UNITS}"),
-            )),
-        }
-    }
-    lines.sort_unstable();
-    if lines.windows(2).any(|w| w[0].0 == w[1].0) {
-        errors.push(FieldError::new(
-            "items",
-            "each product may appear only once",
-        ));
-    }
-    if errors.is_empty() {
-        Ok(lines)
-    } else {
-        Err(ApiError::Validation(errors))
-    }
-}
-
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -304,7 +270,12 @@ pub(crate) async fn create_order(
     headers: HeaderMap,
     Json(new): Json<NewOrder>,
 ) -> Result<Response, ApiError> {
-    let lines = validate_items(&new.items)?;
+    let asked: Vec<(Uuid, i64)> = new
+        .items
+        .iter()
+        .map(|item| (item.product_id, item.quantity))
+        .collect();
+    let lines = order_rules::checked_lines(&asked)?;
     let key = idempotency_key(&headers)?;
     place_order(&state, member.member_id, key, LineSource::Request(lines)).await
 }
@@ -312,9 +283,18 @@ pub(crate) async fn create_order(
 /// Where the lines of a new regular order come from.
 pub(super) enum LineSource {
     /// The request body, validated and sorted by product.
-    Request(Vec<(Uuid, i32)>),
+    Request(Vec<Line>),
     /// The member's cart, emptied by the same transaction.
     Cart,
+}
+
+impl LineSource {
+    fn refusals(&self) -> Refusals {
+        match self {
+            Self::Request(_) => Refusals::StopAtFirst,
+            Self::Cart => Refusals::NameAll,
+        }
+    }
 }
 
 /// Places a regular order: takes the stock of every line under its row lock (the guarded
@@ -332,79 +312,28 @@ pub(super) async fn place_order(
     {
         return replay(&mut tx, first, &source).await;
     }
-    let lines = match &source {
-        LineSource::Request(lines) => lines.clone(),
-        LineSource::Cart => {
-            // The lock makes two checkouts of one cart take turns: the second finds it empty.
-            let lines: Vec<(Uuid, i32)> = sqlx::query_as(
-                "select product_id, quantity from cart_items where member_id = $1
-                 order by product_id for update",
-            )
-            .bind(member)
-            .fetch_all(&mut *tx)
-            .await?;
-            if lines.is_empty() {
-                return Err(ApiError::new(ProblemType::Conflict, "the cart is empty"));
-            }
-            lines
-        }
-    };
-    let mut priced = Vec::with_capacity(lines.len());
-    let mut refused = Vec::new();
-    for (i, &(product, quantity)) in lines.iter().enumerate() {
-        match take_stock(&mut tx, product, quantity).await? {
-            Ok(line) => priced.push((product, quantity, line)),
-            Err(refusal) => match source {
-                // A request names its first problem, as a form would.
-                LineSource::Request(_) => return Err(refusal.into_error(i)),
-                // A cart names every line that cannot be had, so the shopper fixes it at once.
-                LineSource::Cart => refused.push(refusal.item),
-            },
-        }
-    }
-    if !refused.is_empty() {
-        return Err(ApiError::ItemsUnavailable(refused));
-    }
-    let (total, currency) = total(&priced)?;
+    let lines = lines_of(&mut tx, member, &source).await?;
+    let priced = take_lines(&mut tx, &lines, source.refusals()).await?;
+    let (total, currency) = order_rules::order_total(&priced)?;
     let order_id = Uuid::now_v7();
-    let inserted = sqlx::query_as::<_, OrderRow>(concat!(
-        "insert into orders (order_id, member_id, kind, status, total_cents, currency, idempotency_key)
-         values ($1, $2, 'regular', 'pending_payment', $3, $4, $5)
-         returning ", order_columns!()
-    ))
-    .bind(order_id)
-    .bind(member)
-    .bind(total)
-    .bind(&currency)
-    .bind(&key)
-    .fetch_one(&mut *tx)
-    .await;
-    let row = match inserted {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(db))
-            if db.constraint() == Some("orders_member_idempotency_key") =>
-        {
-            // A concurrent request with the same key won the race: answer with its order.
-            drop(tx);
-            let mut conn = state.db.acquire().await?;
-            let key = key.unwrap_or_default();
-            let first = find_by_key(&mut conn, member, &key).await?.ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!("idempotency key conflict without an order"))
-            })?;
-            return replay(&mut conn, first, &source).await;
-        }
-        Err(other) => return Err(other.into()),
+    let new = NewOrderRow {
+        order_id,
+        member,
+        total,
+        currency: &currency,
+        key: key.as_deref(),
     };
-    sqlx::query(
-        "insert into order_items (order_id, product_id, quantity, unit_price_cents)
-         select $1, * from unnest($2::uuid[], $3::int[], $4::bigint[])",
-    )
-    .bind(order_id)
-    .bind(priced.iter().map(|p| p.0).collect::<Vec<_>>())
-    .bind(priced.iter().map(|p| p.1).collect::<Vec<_>>())
-    .bind(priced.iter().map(|p| p.2.price_cents).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
+    let Some(row) = insert_order(&mut tx, &new).await? else {
+        // A concurrent request with the same key won the race: answer with its order.
+        drop(tx);
+        let mut conn = state.db.acquire().await?;
+        let key = key.unwrap_or_default();
+        let first = find_by_key(&mut conn, member, &key).await?.ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("idempotency key conflict without an order"))
+        })?;
+        return replay(&mut conn, first, &source).await;
+    };
+    insert_lines(&mut tx, order_id, &priced).await?;
     if matches!(source, LineSource::Cart) {
         sqlx::query("delete from cart_items where member_id = $1")
             .bind(member)
@@ -422,80 +351,54 @@ pub(super) async fn place_order(
         .remove(&order_id)
         .unwrap_or_default();
     tx.commit().await?;
-    for (product, _, line) in &priced {
-        state.cache.invalidate(*product, line.version).await;
+    for line in &priced {
+        state
+            .cache
+            .invalidate(line.product, line.taken.version)
+            .await;
     }
     metrics::counter!("flash_catalog_orders_total", "outcome" => "created").increment(1);
-    let location = format!("/orders/{order_id}");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(row.into_body(items)),
-    )
-        .into_response())
+    Ok(created(row.into_body(items)))
 }
 
-/// The total and currency of priced lines; one order has one currency.
-fn total(priced: &[(Uuid, i32, TakenLine)]) -> Result<(i64, String), ApiError> {
-    let mut currency: Option<&str> = None;
-    let mut total: i64 = 0;
-    for (_, quantity, line) in priced {
-        if currency.is_some_and(|c| c != line.currency) {
-            return Err(ApiError::invalid(
-                "items",
-                "all products of one order must share a currency",
-            ));
-        }
-        total = line
-            .price_cents
-            .checked_mul(i64::from(*quantity))
-            .and_then(|sum| total.checked_add(sum))
-            .ok_or_else(|| ApiError::invalid("items", "the order total is too large"))?;
-        currency = Some(&line.currency);
-    }
-    Ok((total, currency.unwrap_or_default().to_owned()))
-}
-
-/// A product line after its stock was taken.
-struct TakenLine {
-    price_cents: i64,
-    currency: String,
-    version: i64,
-}
-
-/// A line whose stock could not be taken.
-struct Refusal {
-    item: UnavailableItem,
-    name: Option<String>,
-}
-
-impl Refusal {
-    /// The error for line `index` of a request.
-    fn into_error(self, index: usize) -> ApiError {
-        let UnavailableItem {
-            product_id,
-            reason,
-            requested,
-            available,
-        } = self.item;
-        let name = self.name.unwrap_or_default();
-        match reason {
-            "unknown" => ApiError::invalid(
-                &format!("items[{index}].product_id"),
-                format!("no product {product_id}"),
-            ),
-            "inactive" => ApiError::new(
-                ProblemType::Conflict,
-                format!("product {product_id} ({name}) is no longer sold"),
-            ),
-            _ => ApiError::new(
-                ProblemType::OutOfStock,
-                format!(
-                    "product {product_id} ({name}) is out of stock: {available} left, {requested} asked"
-                ),
-            ),
+/// The lines of a new order: the request's, or the cart's (row-locked).
+async fn lines_of(
+    conn: &mut PgConnection,
+    member: MemberId,
+    source: &LineSource,
+) -> Result<Vec<Line>, ApiError> {
+    match source {
+        LineSource::Request(lines) => Ok(lines.clone()),
+        LineSource::Cart => {
+            // The lock makes two checkouts of one cart take turns: the second finds it empty.
+            let lines: Vec<Line> = sqlx::query_as(
+                "select product_id, quantity from cart_items where member_id = $1
+                 order by product_id for update",
+            )
+            .bind(member)
+            .fetch_all(conn)
+            .await?;
+            if lines.is_empty() {
+                return Err(ApiError::new(ProblemType::Conflict, "the cart is empty"));
+            }
+            Ok(lines)
         }
     }
+}
+
+/// Takes the stock of every line, in order; what a refused line does to the order is
+/// [`Refusals`]'s call.
+async fn take_lines(
+    conn: &mut PgConnection,
+    lines: &[Line],
+    refusals: Refusals,
+) -> Result<Vec<PricedLine>, ApiError> {
+    let mut basket = Basket::new(refusals, lines.len());
+    for (i, &(product, quantity)) in lines.iter().enumerate() {
+        let outcome = take_stock(conn, product, quantity).await?;
+        basket.add(i, (product, quantity), outcome)?;
+    }
+    basket.into_priced()
 }
 
 /// Takes `quantity` units of `product` inside the order's transaction, or says why not.
@@ -503,45 +406,86 @@ async fn take_stock(
     conn: &mut PgConnection,
     product: Uuid,
     quantity: i32,
-) -> sqlx::Result<Result<TakenLine, Refusal>> {
-    // INVARIANT: products.stock never < 0: the guard takes units only when enough are left, and
-    // the row lock serialises concurrent orders of one product (no lost update).
-    let taken: Option<(i64, String, i64)> = sqlx::query_as(
-        "update products set stock = stock - $2, version = version + 1
-         where product_id = $1 and active and stock >= $2
-         returning price_cents, currency, version",
-    )
-    .bind(product)
-    .bind(quantity)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((price_cents, currency, version)) = taken {
-        return Ok(Ok(TakenLine {
-            price_cents,
-            currency,
-            version,
-        }));
+) -> sqlx::Result<Result<Taken, Refusal>> {
+    match stock::take(conn, product, i64::from(quantity)).await? {
+        Ok(taken) => Ok(Ok(taken)),
+        Err(shortfall) => {
+            metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
+            Ok(Err(Refusal::new(product, quantity, shortfall)))
+        }
     }
-    let found: Option<(bool, i32, String)> =
-        sqlx::query_as("select active, stock, name from products where product_id = $1")
-            .bind(product)
-            .fetch_optional(&mut *conn)
-            .await?;
-    metrics::counter!("flash_catalog_orders_total", "outcome" => "refused").increment(1);
-    let (reason, available, name) = match found {
-        None => ("unknown", 0, None),
-        Some((false, _, name)) => ("inactive", 0, Some(name)),
-        Some((true, stock, name)) => ("out_of_stock", stock, Some(name)),
-    };
-    Ok(Err(Refusal {
-        item: UnavailableItem {
-            product_id: product,
-            reason,
-            requested: quantity,
-            available,
-        },
-        name,
-    }))
+}
+
+/// The order row of a new regular order.
+struct NewOrderRow<'a> {
+    order_id: Uuid,
+    member: MemberId,
+    total: i64,
+    currency: &'a str,
+    key: Option<&'a str>,
+}
+
+/// Writes a new order, pending payment; `None` when its Idempotency-Key is already taken (by
+/// a concurrent request with the same key).
+async fn insert_order(
+    conn: &mut PgConnection,
+    new: &NewOrderRow<'_>,
+) -> Result<Option<OrderRow>, ApiError> {
+    let inserted = sqlx::query_as::<_, OrderRow>(concat!(
+        "insert into orders (order_id, member_id, kind, status, total_cents, currency, idempotency_key)
+         values ($1, $2, 'regular', 'pending_payment', $3, $4, $5)
+         returning ", order_columns!()
+    ))
+    .bind(new.order_id)
+    .bind(new.member)
+    .bind(new.total)
+    .bind(new.currency)
+    .bind(new.key)
+    .fetch_one(conn)
+    .await;
+    match inserted {
+        Ok(row) => Ok(Some(row)),
+        Err(sqlx::Error::Database(db))
+            if db.constraint() == Some("orders_member_idempotency_key") =>
+        {
+            Ok(None)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Writes the lines of order `order_id` at the prices their stock was taken at.
+async fn insert_lines(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    priced: &[PricedLine],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into order_items (order_id, product_id, quantity, unit_price_cents)
+         select $1, * from unnest($2::uuid[], $3::int[], $4::bigint[])",
+    )
+    .bind(order_id)
+    .bind(priced.iter().map(|p| p.product).collect::<Vec<_>>())
+    .bind(priced.iter().map(|p| p.quantity).collect::<Vec<_>>())
+    .bind(
+        priced
+            .iter()
+            .map(|p| p.taken.price_cents)
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `201 Created` with the order and where it lives.
+fn created(body: OrderBody) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{}", body.id))],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn find_by_key(
@@ -569,16 +513,11 @@ async fn replay(
 ) -> Result<Response, ApiError> {
     let body = order_body(conn, first).await?;
     let same = match source {
-        LineSource::Request(lines) => {
-            body.items.len() == lines.len()
-                && body
-                    .items
-                    .iter()
-                    .zip(lines)
-                    .all(|(item, (product, quantity))| {
-                        item.product_id == *product && item.quantity == *quantity
-                    })
-        }
+        LineSource::Request(lines) => body
+            .items
+            .iter()
+            .map(|item| (item.product_id, item.quantity))
+            .eq(lines.iter().copied()),
         LineSource::Cart => true,
     };
     if !same {
@@ -587,12 +526,7 @@ async fn replay(
             "this Idempotency-Key was already used for a different order",
         ));
     }
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/orders/{}", body.id))],
-        Json(body),
-    )
-        .into_response();
+    let mut response = created(body);
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -821,4 +755,29 @@ pub(crate) async fn return_order(
     tx.commit().await?;
     metrics::counter!("flash_catalog_orders_total", "outcome" => "return_requested").increment(1);
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_key(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn an_idempotency_key_is_1_to_255_visible_ascii_characters() {
+        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            idempotency_key(&with_key(b"order-1")).unwrap().as_deref(),
+            Some("order-1")
+        );
+        assert!(idempotency_key(&with_key(&[b'k'; 255])).is_ok());
+        let bad: [&[u8]; 4] = [b"", &[b'k'; 256], b"two words", "caf\u{e9}".as_bytes()];
+        for key in bad {
+            assert!(idempotency_key(&with_key(key)).is_err(), "{key:?} accepted");
+        }
+    }
 }

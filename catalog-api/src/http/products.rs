@@ -18,8 +18,7 @@ use flash_core::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::AppState;
-use crate::cache::Lookup;
+use crate::{cache::Lookup, state::AppState, validation::check_range};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -289,21 +288,6 @@ fn check_text(field: &str, text: &str, min: usize, max: usize, errors: &mut Vec<
         errors.push(FieldError::new(
             field,
             "must not contain control characters",
-        ));
-    }
-}
-
-pub(crate) fn check_range(
-    field: &str,
-    value: i64,
-    min: i64,
-    max: i64,
-    errors: &mut Vec<FieldError>,
-) {
-    if !(min..=max).contains(&value) {
-        errors.push(FieldError::new(
-            field,
-            format!("must be between {min} and {max}"),
         ));
     }
 }

@@ -123,8 +123,8 @@ impl Denylist {
 const FEED_PING_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a feed that has not heard Redis stays trusted. With the ping above, a subscription
-/// that silently stopped delivering is distrusted within this, well inside the second in which
-/// The design (docs/design.md) promises a logout reaches every service.
+/// that silently stopped delivering is distrusted within this, well inside the second within
+/// which a logout must reach every service.
 const FEED_TRUSTED_FOR: Duration = Duration::from_millis(600);
 
 /// How long to wait before subscribing again after the subscription broke.
@@ -181,7 +181,7 @@ impl DenylistFeed {
     }
 
     /// The generation that is live now, if a subscription is up and Redis answered on it
-    /// within [`FEED_TRUSTED_FOR`].
+    /// within `FEED_TRUSTED_FOR` (how long a silent feed stays trusted).
     pub fn live_generation(&self) -> Option<u64> {
         let generation = self.inner.generation.load(Ordering::Acquire);
         let heard_at = self.inner.heard_at_ms.load(Ordering::Acquire);

@@ -115,8 +115,8 @@ impl JwtVerifier {
 }
 
 /// How long a cached "not logged out" answer is trusted when no [`DenylistFeed`] vouches for it.
-/// The design (docs/design.md) promises that a logged-out token is refused by every service within one second;
-/// half of that leaves room for clocks.
+/// Every service must refuse a logged-out token within one second; half of that leaves room
+/// for clocks.
 pub const DENYLIST_RECHECK: Duration = Duration::from_millis(500);
 
 /// Verifier plus denylist: everything a service needs to authenticate a request.

@@ -53,7 +53,7 @@ pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-re
 
 /// Wraps a service's routes in the shared middleware and problem+json fallbacks.
 ///
-/// Layers, outermost first: CORS (for requests with `Origin`) → [`edge::EdgeLayer`] (request
+/// Layers, outermost first: CORS (for requests with `Origin`) → the edge layer (request
 /// id, log label, latency histogram, panic to 500, 503 beyond `http_max_in_flight` requests at
 /// once, 503 after the timeout) → body limit (413, enforced by the JSON extractor).
 ///
@@ -333,21 +333,4 @@ impl Server {
     pub async fn run(self) -> anyhow::Result<()> {
         serve(self.listener, self.router, self.shutdown, self.grace).await
     }
-}
-
-/// Serves only `/healthz`, `/readyz` and `/metrics` on `addr` until shutdown: what a service
-/// whose API is not built yet runs, so the stack can start and supervise it honestly.
-///
-/// # Errors
-/// When the address cannot be bound or the server fails.
-pub async fn serve_ops_only(
-    name: &str,
-    addr: SocketAddr,
-    http: &HttpArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let router = with_middleware(ops_router(Readiness::new(shutdown.clone())), http);
-    let server = Server::bind(addr, router, shutdown, http).await?;
-    tracing::info!(addr = %server.local_addr()?, service = name, "serving health and metrics only");
-    server.run().await
 }

@@ -14,12 +14,11 @@ use flash_core::{
     problem::ProblemBody,
 };
 use serde::Serialize;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    AppState,
-    flash_sales::{SaleStatus, fetch_sale, not_found},
-};
+use super::sale::{SaleStatus, fetch_sale, not_found};
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/flash-sales/{id}/stats", get(sale_stats))
@@ -83,35 +82,9 @@ pub(crate) async fn sale_stats(
     let sale = fetch_sale(&mut conn, id, false)
         .await?
         .ok_or_else(|| not_found(id))?;
-    let orders: Vec<(String, i64)> = sqlx::query_as(
-        "select status, count(*) from orders where flash_sale_id = $1 group by status",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let payments: Vec<(String, i64)> = sqlx::query_as(
-        "select p.status, count(*) from payments p join orders o using (order_id)
-         where o.flash_sale_id = $1 group by p.status",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let (orders, payments) = count_by_status(&mut conn, id).await?;
     drop(conn);
-    let keys = &state.keys;
-    let mut redis = state.redis.clone();
-    let (gate, admitted, served, waitlist, rate): RedisFigures = redis::pipe()
-        .cmd("GET")
-        .arg(keys.sale_gate(id))
-        .cmd("GET")
-        .arg(keys.sale_seq(id))
-        .cmd("GET")
-        .arg(keys.sale_served(id))
-        .cmd("LLEN")
-        .arg(keys.sale_waitlist(id))
-        .cmd("GET")
-        .arg(keys.sale_drain_rate(id))
-        .query_async(&mut redis)
-        .await?;
+    let (gate, admitted, served, waitlist, rate) = redis_figures(&state, id).await?;
     let (admitted, served) = (admitted.unwrap_or(0), served.unwrap_or(0));
     Ok(Json(SaleStats {
         sale_id: id,
@@ -130,4 +103,44 @@ pub(crate) async fn sale_stats(
         payments: payments.into_iter().collect(),
         at: Utc::now(),
     }))
+}
+
+/// The sale's orders, and their payments, counted by status.
+async fn count_by_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<(Vec<(String, i64)>, Vec<(String, i64)>)> {
+    let orders: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from orders where flash_sale_id = $1 group by status",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let payments: Vec<(String, i64)> = sqlx::query_as(
+        "select p.status, count(*) from payments p join orders o using (order_id)
+         where o.flash_sale_id = $1 group by p.status",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((orders, payments))
+}
+
+/// The sale's figures in Redis, in one round trip.
+async fn redis_figures(state: &AppState, id: Uuid) -> redis::RedisResult<RedisFigures> {
+    let keys = &state.keys;
+    let mut redis = state.redis.clone();
+    redis::pipe()
+        .cmd("GET")
+        .arg(keys.sale_gate(id))
+        .cmd("GET")
+        .arg(keys.sale_seq(id))
+        .cmd("GET")
+        .arg(keys.sale_served(id))
+        .cmd("LLEN")
+        .arg(keys.sale_waitlist(id))
+        .cmd("GET")
+        .arg(keys.sale_drain_rate(id))
+        .query_async(&mut redis)
+        .await
 }

@@ -1,7 +1,7 @@
 //! `/flash-sales`: admins define sales; anyone reads them with live `remaining`.
 //!
 //! Creating a sale reserves its units from the product's stock in the same transaction and
-//! then arms the sale's Redis gate for the admission front door (DESIGN.md, Arm).
+//! then arms the sale's Redis gate for the admission front door.
 
 use axum::{
     Router,
@@ -17,14 +17,17 @@ use flash_core::{
     extract::{Json, Path, Query},
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody},
-    redis_model::sale_gate::{self, Arm, SaleMeta, SaleSettings},
+    redis_model::sale_gate::{self, Arm},
     sale_events::{self, SaleEvent},
 };
-use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AppState, products::check_range};
+use super::sale::{
+    MAX_QUANTITY, SaleBody, SaleRow, SaleStatus, fetch_sale, not_found, remaining, reserve_stock,
+    sale_columns,
+};
+use crate::{state::AppState, stock, validation::check_range};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -37,146 +40,6 @@ pub(super) fn router() -> Router<AppState> {
             get(get_flash_sale).patch(update_flash_sale),
         )
         .route("/flash-sales/{id}/cancel", post(cancel_flash_sale))
-        .merge(super::sale_control::router())
-        .merge(super::sale_stats::router())
-}
-
-/// Largest sale accepted.
-pub(super) const MAX_QUANTITY: i64 = 10_000_000;
-
-/// Where a sale is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum SaleStatus {
-    /// Not started yet; can still be changed.
-    Upcoming,
-    /// Between `starts_at` and `ends_at`.
-    Live,
-    /// Past `ends_at`.
-    Ended,
-    /// Cancelled by an admin; its unsold units went back to the product.
-    Cancelled,
-}
-
-/// A flash sale as stored.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct SaleRow {
-    pub(super) flash_sale_id: Uuid,
-    pub(super) product_id: Uuid,
-    price_cents: i64,
-    currency: String,
-    pub(super) quantity: i32,
-    pub(super) quantity_left: i32,
-    draw_seed: Option<i64>,
-    /// What the door and the workers act on (see [`SaleSettings`]).
-    #[sqlx(flatten)]
-    pub(super) settings: SaleSettings,
-}
-
-impl SaleRow {
-    pub(super) fn status(&self, now: DateTime<Utc>) -> SaleStatus {
-        if self.settings.cancelled_at.is_some() {
-            SaleStatus::Cancelled
-        } else if now < self.settings.starts_at {
-            SaleStatus::Upcoming
-        } else if now < self.settings.ends_at {
-            SaleStatus::Live
-        } else {
-            SaleStatus::Ended
-        }
-    }
-
-    pub(super) fn meta(&self) -> SaleMeta {
-        self.settings.meta()
-    }
-
-    pub(super) fn into_body(self, remaining: i64) -> SaleBody {
-        let status = self.status(Utc::now());
-        SaleBody {
-            id: self.flash_sale_id,
-            product_id: self.product_id,
-            price_cents: self.price_cents,
-            currency: self.currency,
-            quantity: self.quantity,
-            remaining,
-            per_member_limit: self.settings.per_member_limit,
-            starts_at: self.settings.starts_at,
-            ends_at: self.settings.ends_at,
-            status,
-            paused: self.settings.paused_at.is_some(),
-            outflow_per_sec: self.settings.outflow_per_sec,
-            waitlist_limit: self.settings.waitlist_limit,
-            prequeue_secs: self.settings.prequeue_secs,
-            draw_seed: self.draw_seed,
-            released_at: self.settings.released_at,
-            pow_bits: self.settings.pow_bits,
-            abandon_after_secs: self.settings.abandon_after_secs,
-        }
-    }
-}
-
-macro_rules! sale_columns {
-    () => {
-        "flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, per_member_limit,
-         starts_at, ends_at, cancelled_at, paused_at, outflow_per_sec, waitlist_limit,
-         prequeue_secs, draw_seed, released_at, pow_bits, abandon_after_secs"
-    };
-}
-pub(super) use sale_columns;
-
-/// A flash sale as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct SaleBody {
-    id: Uuid,
-    product_id: Uuid,
-    /// Sale price in minor units of `currency`.
-    price_cents: i64,
-    currency: String,
-    /// Units on sale.
-    quantity: i32,
-    /// Units the front door can still admit (live, from the Redis gate; from PostgreSQL when
-    /// Redis cannot say).
-    remaining: i64,
-    per_member_limit: i32,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    status: SaleStatus,
-    /// An admin holds the sale: entries still get tickets, nothing drains.
-    paused: bool,
-    /// Tickets per second turned into orders (0 = as fast as possible).
-    outflow_per_sec: i32,
-    /// Buyers who may wait for a unit to come back once the sale is sold out (0 = none).
-    waitlist_limit: i32,
-    /// The pre-queue opens this many seconds before the start (0 = none).
-    prequeue_secs: i32,
-    /// The seed of the pre-queue draw, once drawn: with the tickets, it replays the order
-    /// (`flash_core::prequeue::draw`; the order itself is in `prequeue_draws`).
-    draw_seed: Option<i64>,
-    /// When the drawn pre-queue was released into the queue.
-    released_at: Option<DateTime<Utc>>,
-    /// Leading zero bits of the proof of work each entry must carry (0 = none).
-    pow_bits: i32,
-    /// A queued ticket not polled for this many seconds is expired (0 = never).
-    abandon_after_secs: i32,
-}
-
-/// `remaining` for a sale: the gate while the sale can admit, else PostgreSQL's count.
-pub(super) async fn remaining(state: &AppState, sale: &SaleRow) -> i64 {
-    if matches!(
-        sale.status(Utc::now()),
-        SaleStatus::Upcoming | SaleStatus::Live
-    ) {
-        match sale_gate::remaining(&state.redis, &state.keys, sale.flash_sale_id).await {
-            Ok(Some(units)) => return units.max(0),
-            Ok(None) => {
-                tracing::warn!(sale_id = %sale.flash_sale_id, "sale gate not armed; showing PostgreSQL's count")
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "Redis unavailable; showing PostgreSQL's count")
-            }
-        }
-    }
-    i64::from(sale.quantity_left)
 }
 
 /// Query of `GET /flash-sales`.
@@ -233,26 +96,19 @@ pub(crate) async fn list_flash_sales(
     .bind(limit + 1)
     .fetch_all(&state.db)
     .await?;
-    let has_more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut items = Vec::with_capacity(rows.len());
-    let mut last = None;
-    for row in rows
-        .into_iter()
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-    {
-        last = Some(Cursor {
-            at: row.settings.starts_at,
-            id: row.flash_sale_id,
-        });
+    let rows = Page::from_rows(rows, limit, |row| Cursor {
+        at: row.settings.starts_at,
+        id: row.flash_sale_id,
+    });
+    let mut items = Vec::with_capacity(rows.items.len());
+    for row in rows.items {
         let units = remaining(&state, &row).await;
         items.push(row.into_body(units));
     }
-    let next_cursor = if has_more {
-        last.map(|c| c.encode())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page {
+        items,
+        next_cursor: rows.next_cursor,
+    }))
 }
 
 // GET /flash-sales/{id} → 200 with live `remaining` / 404
@@ -277,31 +133,6 @@ pub(crate) async fn get_flash_sale(
     drop(conn);
     let units = remaining(&state, &sale).await;
     Ok(Json(sale.into_body(units)))
-}
-
-pub(super) fn not_found(id: Uuid) -> ApiError {
-    ApiError::not_found(format!("no flash sale {id}"))
-}
-
-pub(super) async fn fetch_sale(
-    conn: &mut PgConnection,
-    id: Uuid,
-    lock: bool,
-) -> sqlx::Result<Option<SaleRow>> {
-    let sql = if lock {
-        concat!(
-            "select ",
-            sale_columns!(),
-            " from flash_sales where flash_sale_id = $1 for update"
-        )
-    } else {
-        concat!(
-            "select ",
-            sale_columns!(),
-            " from flash_sales where flash_sale_id = $1"
-        )
-    };
-    sqlx::query_as(sql).bind(id).fetch_optional(conn).await
 }
 
 /// A new flash sale.
@@ -348,7 +179,64 @@ fn one() -> i64 {
     1
 }
 
-/// The figures of a sale a new or changed sale is checked on.
+impl NewSale {
+    fn figures(&self) -> SaleFigures {
+        SaleFigures {
+            price: self.price_cents,
+            quantity: self.quantity,
+            limit: self.per_member_limit,
+            waitlist: self.waitlist_limit,
+            prequeue: self.prequeue_secs,
+            pow: self.pow_bits,
+            abandon: self.abandon_after_secs,
+            starts: self.starts_at,
+            ends: self.ends_at,
+        }
+    }
+}
+
+/// Changes to a sale that has not started; absent fields stay as they are.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SaleChanges {
+    price_cents: Option<i64>,
+    quantity: Option<i64>,
+    per_member_limit: Option<i64>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    waitlist_limit: Option<i64>,
+    prequeue_secs: Option<i64>,
+    pow_bits: Option<i64>,
+    abandon_after_secs: Option<i64>,
+}
+
+impl SaleChanges {
+    /// The figures of `sale` with these changes made.
+    fn over(&self, sale: &SaleRow) -> SaleFigures {
+        let current = &sale.settings;
+        SaleFigures {
+            price: self.price_cents.unwrap_or(sale.price_cents),
+            quantity: self.quantity.unwrap_or(i64::from(sale.quantity)),
+            limit: self
+                .per_member_limit
+                .unwrap_or(i64::from(current.per_member_limit)),
+            waitlist: self
+                .waitlist_limit
+                .unwrap_or(i64::from(current.waitlist_limit)),
+            prequeue: self
+                .prequeue_secs
+                .unwrap_or(i64::from(current.prequeue_secs)),
+            pow: self.pow_bits.unwrap_or(i64::from(current.pow_bits)),
+            abandon: self
+                .abandon_after_secs
+                .unwrap_or(i64::from(current.abandon_after_secs)),
+            starts: self.starts_at.unwrap_or(current.starts_at),
+            ends: self.ends_at.unwrap_or(current.ends_at),
+        }
+    }
+}
+
+/// The figures a new or changed sale is checked on.
 struct SaleFigures {
     price: i64,
     quantity: i64,
@@ -357,56 +245,44 @@ struct SaleFigures {
     prequeue: i64,
     pow: i64,
     abandon: i64,
-}
-
-fn validate_sale(
-    figures: &SaleFigures,
     starts: DateTime<Utc>,
     ends: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    check_range(
-        "price_cents",
-        figures.price,
-        0,
-        100_000_000_000,
-        &mut errors,
-    );
-    check_range("quantity", figures.quantity, 1, MAX_QUANTITY, &mut errors);
-    check_range(
-        "per_member_limit",
-        figures.limit,
-        1,
-        MAX_QUANTITY,
-        &mut errors,
-    );
-    check_range(
-        "waitlist_limit",
-        figures.waitlist,
-        0,
-        MAX_QUANTITY,
-        &mut errors,
-    );
-    check_range("prequeue_secs", figures.prequeue, 0, 86_400, &mut errors);
-    check_range("pow_bits", figures.pow, 0, 24, &mut errors);
-    check_range(
-        "abandon_after_secs",
-        figures.abandon,
-        0,
-        86_400,
-        &mut errors,
-    );
-    if starts >= ends {
-        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+}
+
+impl SaleFigures {
+    fn validate(&self) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        check_range("price_cents", self.price, 0, 100_000_000_000, &mut errors);
+        check_range("quantity", self.quantity, 1, MAX_QUANTITY, &mut errors);
+        check_range("per_member_limit", self.limit, 1, MAX_QUANTITY, &mut errors);
+        check_range(
+            "waitlist_limit",
+            self.waitlist,
+            0,
+            MAX_QUANTITY,
+            &mut errors,
+        );
+        check_range("prequeue_secs", self.prequeue, 0, 86_400, &mut errors);
+        check_range("pow_bits", self.pow, 0, 24, &mut errors);
+        check_range("abandon_after_secs", self.abandon, 0, 86_400, &mut errors);
+        if self.starts >= self.ends {
+            errors.push(FieldError::new("ends_at", "must be after starts_at"));
+        }
+        if self.ends <= Utc::now() {
+            errors.push(FieldError::new("ends_at", "must be in the future"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(errors))
+        }
     }
-    if ends <= Utc::now() {
-        errors.push(FieldError::new("ends_at", "must be in the future"));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(errors))
-    }
+}
+
+/// A validated figure as its `integer` column (validation keeps every figure in range, so a
+/// failure here is a bug, answered 500).
+fn column(figure: i64) -> Result<i32, ApiError> {
+    Ok(i32::try_from(figure).map_err(anyhow::Error::from)?)
 }
 
 // POST /flash-sales → 201 (admin); reserves stock, arms the gate
@@ -429,21 +305,10 @@ pub(crate) async fn create_flash_sale(
     _admin: AdminMember,
     Json(new): Json<NewSale>,
 ) -> Result<Response, ApiError> {
-    validate_sale(
-        &SaleFigures {
-            price: new.price_cents,
-            quantity: new.quantity,
-            limit: new.per_member_limit,
-            waitlist: new.waitlist_limit,
-            prequeue: new.prequeue_secs,
-            pow: new.pow_bits,
-            abandon: new.abandon_after_secs,
-        },
-        new.starts_at,
-        new.ends_at,
-    )?;
+    let figures = new.figures();
+    figures.validate()?;
     let mut tx = state.db.begin().await?;
-    let (currency, product_version) = reserve_stock(&mut tx, new.product_id, new.quantity).await?;
+    let reserved = reserve_stock(&mut tx, new.product_id, figures.quantity).await?;
     let sale: SaleRow = sqlx::query_as(concat!(
         "insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left,
                                   per_member_limit, starts_at, ends_at, waitlist_limit, prequeue_secs, pow_bits,
@@ -453,16 +318,16 @@ pub(crate) async fn create_flash_sale(
     ))
     .bind(Uuid::now_v7())
     .bind(new.product_id)
-    .bind(new.price_cents)
-    .bind(currency)
-    .bind(i32::try_from(new.quantity).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(new.per_member_limit).map_err(anyhow::Error::from)?)
-    .bind(new.starts_at)
-    .bind(new.ends_at)
-    .bind(i32::try_from(new.waitlist_limit).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(new.prequeue_secs).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(new.pow_bits).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(new.abandon_after_secs).map_err(anyhow::Error::from)?)
+    .bind(figures.price)
+    .bind(reserved.currency)
+    .bind(column(figures.quantity)?)
+    .bind(column(figures.limit)?)
+    .bind(figures.starts)
+    .bind(figures.ends)
+    .bind(column(figures.waitlist)?)
+    .bind(column(figures.prequeue)?)
+    .bind(column(figures.pow)?)
+    .bind(column(figures.abandon)?)
     .fetch_one(&mut *tx)
     .await?;
     sale_events::record(
@@ -477,7 +342,7 @@ pub(crate) async fn create_flash_sale(
     tx.commit().await?;
     state
         .cache
-        .invalidate(new.product_id, product_version)
+        .invalidate(new.product_id, reserved.version)
         .await;
     arm_gate(&state, &sale, Arm::IfAbsent).await;
     let location = format!("/flash-sales/{}", sale.flash_sale_id);
@@ -488,40 +353,6 @@ pub(crate) async fn create_flash_sale(
         Json(sale.into_body(units)),
     )
         .into_response())
-}
-
-/// Takes `quantity` units (negative: gives them back) from an active product's stock, in the
-/// caller's transaction; returns the product's currency and new version.
-pub(super) async fn reserve_stock(
-    conn: &mut PgConnection,
-    product: Uuid,
-    quantity: i64,
-) -> Result<(String, i64), ApiError> {
-    // INVARIANT: products.stock never < 0: the guard refuses a reservation larger than stock.
-    let reserved: Option<(String, i64)> = sqlx::query_as(
-        "update products set stock = stock - $2, version = version + 1
-         where product_id = $1 and active and stock >= $2
-         returning currency, version",
-    )
-    .bind(product)
-    .bind(quantity)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(found) = reserved {
-        return Ok(found);
-    }
-    let product_row: Option<(bool, i32)> =
-        sqlx::query_as("select active, stock from products where product_id = $1")
-            .bind(product)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Err(match product_row {
-        None => ApiError::invalid("product_id", "no such product"),
-        Some((false, _)) => ApiError::invalid("product_id", "the product is inactive"),
-        Some((true, stock)) => {
-            ApiError::invalid("quantity", format!("exceeds the product's stock ({stock})"))
-        }
-    })
 }
 
 /// Arms (or re-arms) the sale's gate. A Redis failure is logged, not returned: the sale exists
@@ -540,21 +371,6 @@ async fn arm_gate(state: &AppState, sale: &SaleRow, mode: Arm) {
     {
         tracing::warn!(error = %err, sale_id = %sale.flash_sale_id, "arming the sale gate failed; the reconciler will retry");
     }
-}
-
-/// Changes to a sale that has not started; absent fields stay as they are.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SaleChanges {
-    price_cents: Option<i64>,
-    quantity: Option<i64>,
-    per_member_limit: Option<i64>,
-    starts_at: Option<DateTime<Utc>>,
-    ends_at: Option<DateTime<Utc>>,
-    waitlist_limit: Option<i64>,
-    prequeue_secs: Option<i64>,
-    pow_bits: Option<i64>,
-    abandon_after_secs: Option<i64>,
 }
 
 // PATCH /flash-sales/{id} → 200 (admin); only before the sale starts; re-arms the gate
@@ -591,43 +407,17 @@ pub(crate) async fn update_flash_sale(
             "only a sale that has not started can be changed",
         ));
     }
-    let price = changes.price_cents.unwrap_or(sale.price_cents);
-    let quantity = changes.quantity.unwrap_or(i64::from(sale.quantity));
-    let limit = changes
-        .per_member_limit
-        .unwrap_or(i64::from(sale.settings.per_member_limit));
-    let starts = changes.starts_at.unwrap_or(sale.settings.starts_at);
-    let ends = changes.ends_at.unwrap_or(sale.settings.ends_at);
-    let waitlist = changes
-        .waitlist_limit
-        .unwrap_or(i64::from(sale.settings.waitlist_limit));
-    let prequeue = changes
-        .prequeue_secs
-        .unwrap_or(i64::from(sale.settings.prequeue_secs));
-    let pow = changes
-        .pow_bits
-        .unwrap_or(i64::from(sale.settings.pow_bits));
-    let abandon = changes
-        .abandon_after_secs
-        .unwrap_or(i64::from(sale.settings.abandon_after_secs));
-    validate_sale(
-        &SaleFigures {
-            price,
-            quantity,
-            limit,
-            waitlist,
-            prequeue,
-            pow,
-            abandon,
-        },
-        starts,
-        ends,
-    )?;
-    let delta = quantity - i64::from(sale.quantity);
+    let figures = changes.over(&sale);
+    figures.validate()?;
+    let delta = figures.quantity - i64::from(sale.quantity);
     let product_version = if delta == 0 {
         None
     } else {
-        Some(reserve_stock(&mut tx, sale.product_id, delta).await?.1)
+        Some(
+            reserve_stock(&mut tx, sale.product_id, delta)
+                .await?
+                .version,
+        )
     };
     // Nobody can have been admitted before the start, so the whole quantity is still left.
     let updated: SaleRow = sqlx::query_as(concat!(
@@ -639,15 +429,15 @@ pub(crate) async fn update_flash_sale(
         sale_columns!()
     ))
     .bind(id)
-    .bind(price)
-    .bind(i32::try_from(quantity).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(limit).map_err(anyhow::Error::from)?)
-    .bind(starts)
-    .bind(ends)
-    .bind(i32::try_from(waitlist).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(prequeue).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(pow).map_err(anyhow::Error::from)?)
-    .bind(i32::try_from(abandon).map_err(anyhow::Error::from)?)
+    .bind(figures.price)
+    .bind(column(figures.quantity)?)
+    .bind(column(figures.limit)?)
+    .bind(figures.starts)
+    .bind(figures.ends)
+    .bind(column(figures.waitlist)?)
+    .bind(column(figures.prequeue)?)
+    .bind(column(figures.pow)?)
+    .bind(column(figures.abandon)?)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -695,13 +485,7 @@ pub(crate) async fn cancel_flash_sale(
     }
     // INVARIANT: quantity_left + live orders = quantity. The unsold units leave the sale (both
     // sides drop by quantity_left) and return to the product's stock.
-    let (version,): (i64,) = sqlx::query_as(
-        "update products set stock = stock + $2, version = version + 1 where product_id = $1 returning version",
-    )
-    .bind(sale.product_id)
-    .bind(sale.quantity_left)
-    .fetch_one(&mut *tx)
-    .await?;
+    let version = stock::give_back(&mut tx, sale.product_id, sale.quantity_left).await?;
     let cancelled: SaleRow = sqlx::query_as(concat!(
         "update flash_sales set quantity = quantity - quantity_left, quantity_left = 0, cancelled_at = now()
          where flash_sale_id = $1
