@@ -306,6 +306,12 @@ apt_install() {
   fi
 }
 
+# ensure_cc: the C compiler and linker that cargo needs (rustup installs none; ring and mimalloc
+# compile C), from the Debian packages when missing.
+ensure_cc() {
+  have cc || apt_install gcc libc6-dev
+}
+
 # find_bin NAME: path of NAME, also looking in the sbin directories a non-root PATH may lack.
 find_bin() {
   local d
