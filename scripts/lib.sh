@@ -306,6 +306,12 @@ apt_install() {
   fi
 }
 
+# ensure_cc: the C compiler and linker that cargo needs (rustup installs none; ring and mimalloc
+# compile C), from the Debian packages when missing.
+ensure_cc() {
+  have cc || apt_install gcc libc6-dev
+}
+
 # find_bin NAME: path of NAME, also looking in the sbin directories a non-root PATH may lack.
 find_bin() {
   local d
@@ -485,15 +491,22 @@ ensure_postgres() {
 
 # create_database: the database named in DATABASE_URL, created through the `postgres` database.
 create_database() {
-  local exists out
+  local exists out err
   if ! have psql; then
     warn "psql missing; not checking that database '$PG_DB' exists"
     return 0
   fi
-  exists="$(psql -w -X -At -v ON_ERROR_STOP=1 -v db="$PG_DB" -d "$PG_ADMIN_URL" 2>&1 <<'SQL'
+  # Only stdout is the answer: pg_wrapper may warn on stderr (no cluster on the default port).
+  err="$(mktemp)"
+  if ! exists="$(psql -w -X -At -v ON_ERROR_STOP=1 -v db="$PG_DB" -d "$PG_ADMIN_URL" 2>"$err" <<'SQL'
 SELECT count(*) FROM pg_database WHERE datname = :'db';
 SQL
-)" || die "cannot connect to PostgreSQL at $(redact_url "$PG_ADMIN_URL"): $exists"
+)"; then
+    out="$(<"$err")"
+    rm -f "$err"
+    die "cannot connect to PostgreSQL at $(redact_url "$PG_ADMIN_URL"): $out"
+  fi
+  rm -f "$err"
   if [[ $exists == 1 ]]; then
     log "database '$PG_DB' exists"
     return 0
@@ -504,6 +517,8 @@ SQL
 )"; then
     # Another process may have created it meanwhile.
     [[ $out == *"already exists"* ]] || die "could not create database '$PG_DB': $out"
+    log "database '$PG_DB' exists (created meanwhile)"
+    return 0
   fi
   log "created database '$PG_DB'"
 }
