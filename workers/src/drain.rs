@@ -25,6 +25,7 @@ use flash_core::{
     domain::{MemberId, TicketStatus},
     jobs::{PaymentJob, TicketMessage},
     nats::{ORDERS_MAX_DELIVER, Subjects},
+    outbox,
     redis_model::{
         Keys, outflow, sale_gate,
         tickets::{self, Decision},
@@ -573,23 +574,14 @@ async fn decide(
     if left_now == 0 {
         sale_events::record(&mut *conn, sale, SaleEvent::SoldOut).await?;
     }
-    let jobs: Vec<String> = orders
+    let charges: Vec<PaymentJob> = orders
         .iter()
-        .map(|order| {
-            serde_json::to_string(&PaymentJob::Charge {
-                order_id: *order,
-                amount_cents: row.price_cents,
-                currency: row.currency.clone(),
-            })
+        .map(|order| PaymentJob::Charge {
+            order_id: *order,
+            amount_cents: row.price_cents,
+            currency: row.currency.clone(),
         })
-        .collect::<Result<_, _>>()?;
-    sqlx::query(
-        "insert into outbox (outbox_id, subject, payload)
-         select gen_random_uuid(), $1, p::jsonb from unnest($2::text[]) as g(p)",
-    )
-    .bind(PaymentJob::SUBJECT)
-    .bind(&jobs)
-    .execute(&mut *conn)
-    .await?;
+        .collect();
+    outbox::enqueue_many(&mut *conn, PaymentJob::SUBJECT, &charges).await?;
     Ok(fates)
 }
