@@ -182,8 +182,8 @@ impl Drawer {
                      member,
                      seq,
                  }| TicketMessage {
-                    ticket_id: ticket,
-                    sale_id: sale,
+                    ticket_id: ticket.into(),
+                    sale_id: sale.into(),
                     member_id: member.into(),
                     seq,
                     admitted_at_ms: now,
@@ -195,7 +195,7 @@ impl Drawer {
         for outcome in published {
             outcome?;
         }
-        let tickets: Vec<Uuid> = messages.iter().map(|m| m.ticket_id).collect();
+        let tickets: Vec<Uuid> = messages.iter().map(|m| m.ticket_id.get()).collect();
         waitlist::confirm(&self.redis, &self.keys, sale, &tickets).await?;
         Ok(())
     }

@@ -47,7 +47,7 @@ impl Queue {
         let started = Instant::now();
         let outcome = publish_durably(
             &self.js,
-            self.subjects.flash_tickets(ticket.sale_id),
+            self.subjects.flash_tickets(ticket.sale_id.get()),
             &ticket.ticket_id.to_string(),
             payload.into(),
             request_id,

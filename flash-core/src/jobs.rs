@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{MemberId, OrderStatus};
+use crate::domain::{MemberId, OrderStatus, SaleId, TicketId};
 
 /// An email to send (subject `jobs.email`). `email_id` is also the `Nats-Msg-Id`, and the
 /// worker records it, so the same email is never sent twice.
@@ -70,9 +70,9 @@ impl EmailJob {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TicketMessage {
     /// The ticket (and the order's `ticket_id`).
-    pub ticket_id: Uuid,
+    pub ticket_id: TicketId,
     /// The sale.
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     /// The buyer.
     pub member_id: MemberId,
     /// Place in the sale's queue (1-based), for positions and fairness checks.

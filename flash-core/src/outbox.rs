@@ -25,6 +25,34 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Writes each of `jobs` for `subject` inside the caller's transaction, in one statement: a
+/// batch that causes many jobs (the drain's charges, a batch of payments' emails) pays one
+/// round trip for them, not one per job.
+///
+/// # Errors
+/// When PostgreSQL fails (or, in theory, a job does not serialise).
+pub async fn enqueue_many<J: Serialize + Sync>(
+    conn: &mut PgConnection,
+    subject: &str,
+    jobs: &[J],
+) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    let payloads: Vec<Json<&J>> = jobs.iter().map(Json).collect();
+    sqlx::query(
+        "insert into outbox (outbox_id, subject, payload)
+         select id, $2, payload from unnest($1::uuid[], $3::jsonb[]) as t(id, payload)",
+    )
+    .bind(&ids)
+    .bind(subject)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// What an email about an order may quote.
 #[derive(Debug, Clone)]
 pub struct OrderFacts {
@@ -73,30 +101,19 @@ pub async fn email_buyers(
     .bind(orders)
     .fetch_all(&mut *conn)
     .await?;
-    let jobs: Vec<Json<EmailJob>> = rows
+    let jobs: Vec<EmailJob> = rows
         .into_iter()
-        .map(|(order_id, member, to, total_cents, currency)| {
-            Json(EmailJob {
-                email_id: Uuid::now_v7(),
-                member_id: Some(member.into()),
-                to,
-                message: message(OrderFacts {
-                    order_id,
-                    total_cents,
-                    currency,
-                }),
-            })
+        .map(|(order_id, member, to, total_cents, currency)| EmailJob {
+            email_id: Uuid::now_v7(),
+            member_id: Some(member.into()),
+            to,
+            message: message(OrderFacts {
+                order_id,
+                total_cents,
+                currency,
+            }),
         })
         .collect();
-    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
-        "insert into outbox (outbox_id, subject, payload)
-         select id, $2, payload from unnest($1::uuid[], $3::jsonb[]) as t(id, payload)",
-    )
-    .bind(&ids)
-    .bind(EmailJob::SUBJECT)
-    .bind(&jobs)
-    .execute(conn)
-    .await?;
+    enqueue_many(conn, EmailJob::SUBJECT, &jobs).await?;
     Ok(jobs.len())
 }

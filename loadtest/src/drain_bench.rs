@@ -17,6 +17,7 @@ use std::{
 use anyhow::Context;
 use flash_core::{
     config::{NatsArgs, PgArgs, RedisArgs},
+    domain::TicketId,
     jobs::TicketMessage,
     nats::Subjects,
 };
@@ -364,8 +365,8 @@ async fn publish_ticket(
     seq: usize,
 ) -> anyhow::Result<(Uuid, f64)> {
     let ticket = TicketMessage {
-        ticket_id: Uuid::now_v7(),
-        sale_id: sale,
+        ticket_id: TicketId::new(),
+        sale_id: sale.into(),
         member_id: member.into(),
         seq: i64::try_from(seq)?,
         admitted_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -381,7 +382,7 @@ async fn publish_ticket(
     .await?;
     #[allow(clippy::cast_precision_loss)]
     let acked_ms = chrono::Utc::now().timestamp_micros() as f64 / 1000.0;
-    Ok((ticket.ticket_id, acked_ms))
+    Ok((ticket.ticket_id.get(), acked_ms))
 }
 
 /// Each published ticket's latency from its ack to its order's transaction (the order's

@@ -22,9 +22,10 @@ use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
 use flash_core::{
-    domain::{MemberId, TicketStatus},
+    domain::{MemberId, TicketId, TicketStatus},
     jobs::{PaymentJob, TicketMessage},
     nats::{ORDERS_MAX_DELIVER, Subjects},
+    outbox,
     redis_model::{
         Keys, outflow, sale_gate,
         tickets::{self, Decision},
@@ -210,7 +211,7 @@ impl Drainer {
         let mut items = Vec::with_capacity(count);
         for message in fetched {
             match serde_json::from_slice::<TicketMessage>(&message.payload) {
-                Ok(ticket) if ticket.sale_id == sale => items.push((message, ticket)),
+                Ok(ticket) if ticket.sale_id.get() == sale => items.push((message, ticket)),
                 Ok(_) | Err(_) => {
                     // Not a ticket of this sale at all: retrying cannot help.
                     tracing::error!(%sale, "unreadable ticket message dropped");
@@ -285,7 +286,14 @@ impl Drainer {
             )
             .await?;
             let reason: String = reason.chars().take(200).collect();
-            tickets::mark_failed(&self.redis, &self.keys, sale, ticket.ticket_id, &reason).await?;
+            tickets::mark_failed(
+                &self.redis,
+                &self.keys,
+                sale,
+                ticket.ticket_id.get(),
+                &reason,
+            )
+            .await?;
             message
                 .ack_with(AckKind::Term)
                 .await
@@ -352,8 +360,8 @@ impl Drainer {
         sale: Uuid,
         items: &[(jetstream::Message, TicketMessage)],
         abandon_after_secs: u32,
-    ) -> anyhow::Result<HashMap<Uuid, Fate>> {
-        let ids: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
+    ) -> anyhow::Result<HashMap<TicketId, Fate>> {
+        let ids: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id.get()).collect();
         let found = tickets::statuses(&self.redis, &self.keys, sale, &ids).await?;
         let abandoned_before = Utc::now().timestamp_millis() - i64::from(abandon_after_secs) * 1000;
         Ok(items
@@ -384,7 +392,7 @@ impl Drainer {
         &self,
         sale: Uuid,
         items: &[(jetstream::Message, TicketMessage)],
-        fates: &HashMap<Uuid, Fate>,
+        fates: &HashMap<TicketId, Fate>,
     ) -> anyhow::Result<()> {
         let decisions: Vec<(Uuid, Decision<'_>)> = items
             .iter()
@@ -396,7 +404,7 @@ impl Drainer {
                     Fate::Expired => Decision::Expired,
                     Fate::Withdrawn | Fate::Decided => return None,
                 };
-                Some((ticket.ticket_id, decision))
+                Some((ticket.ticket_id.get(), decision))
             })
             .collect();
         let highest = items.iter().map(|(_, t)| t.seq).max().unwrap_or(0);
@@ -416,7 +424,7 @@ impl Drainer {
 /// What the database knows of a ticket before it is decided.
 #[derive(sqlx::FromRow)]
 struct KnownTicket {
-    ticket_id: Uuid,
+    ticket_id: TicketId,
     member_id: Uuid,
     /// The order a redelivered ticket already has.
     order_id: Option<Uuid>,
@@ -434,7 +442,7 @@ async fn known_tickets(
     sale: Uuid,
     items: &[(jetstream::Message, TicketMessage)],
 ) -> sqlx::Result<Vec<KnownTicket>> {
-    let tickets: Vec<Uuid> = items.iter().map(|(_, t)| t.ticket_id).collect();
+    let tickets: Vec<TicketId> = items.iter().map(|(_, t)| t.ticket_id).collect();
     let members: Vec<Uuid> = items.iter().map(|(_, t)| t.member_id.get()).collect();
     sqlx::query_as(
         "select u.ticket_id, u.member_id,
@@ -458,8 +466,8 @@ async fn decide(
     conn: &mut PgConnection,
     sale: Uuid,
     items: &[(jetstream::Message, TicketMessage)],
-    settled: HashMap<Uuid, Fate>,
-) -> anyhow::Result<HashMap<Uuid, Fate>> {
+    settled: HashMap<TicketId, Fate>,
+) -> anyhow::Result<HashMap<TicketId, Fate>> {
     let mut fates = settled;
     // The row lock serialises batches of one sale across worker processes. `no key update`, as
     // the quantity update below would take: it does not block the foreign-key checks other
@@ -495,7 +503,7 @@ async fn decide(
     } else {
         row.quantity_left
     };
-    let mut grants: Vec<(Uuid, MemberId, Uuid)> = Vec::new();
+    let mut grants: Vec<(Uuid, MemberId, TicketId)> = Vec::new();
     for (_, ticket) in items {
         if fates.contains_key(&ticket.ticket_id) {
             continue;
@@ -573,23 +581,14 @@ async fn decide(
     if left_now == 0 {
         sale_events::record(&mut *conn, sale, SaleEvent::SoldOut).await?;
     }
-    let jobs: Vec<String> = orders
+    let charges: Vec<PaymentJob> = orders
         .iter()
-        .map(|order| {
-            serde_json::to_string(&PaymentJob::Charge {
-                order_id: *order,
-                amount_cents: row.price_cents,
-                currency: row.currency.clone(),
-            })
+        .map(|order| PaymentJob::Charge {
+            order_id: *order,
+            amount_cents: row.price_cents,
+            currency: row.currency.clone(),
         })
-        .collect::<Result<_, _>>()?;
-    sqlx::query(
-        "insert into outbox (outbox_id, subject, payload)
-         select gen_random_uuid(), $1, p::jsonb from unnest($2::text[]) as g(p)",
-    )
-    .bind(PaymentJob::SUBJECT)
-    .bind(&jobs)
-    .execute(&mut *conn)
-    .await?;
+        .collect();
+    outbox::enqueue_many(&mut *conn, PaymentJob::SUBJECT, &charges).await?;
     Ok(fates)
 }

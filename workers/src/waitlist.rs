@@ -125,8 +125,8 @@ impl Promoter {
     async fn queue(&self, sale: Uuid, promoted: &Promoted) -> anyhow::Result<()> {
         let ticket = promoted.ticket.to_string();
         let message = TicketMessage {
-            ticket_id: promoted.ticket,
-            sale_id: sale,
+            ticket_id: promoted.ticket.into(),
+            sale_id: sale.into(),
             member_id: promoted.member.into(),
             seq: promoted.seq,
             admitted_at_ms: Utc::now().timestamp_millis(),

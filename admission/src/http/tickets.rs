@@ -309,8 +309,8 @@ async fn queue(
     headers: &HeaderMap,
 ) -> Result<bool, PublishError> {
     let message = TicketMessage {
-        ticket_id: ticket,
-        sale_id: sale,
+        ticket_id: ticket.into(),
+        sale_id: sale.into(),
         member_id: member,
         seq,
         admitted_at_ms: admitted_at.timestamp_millis(),

@@ -228,7 +228,7 @@ async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(d
         .unwrap();
     let ticket: flash_core::jobs::TicketMessage = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(
-        (ticket.ticket_id, ticket.member_id, ticket.seq),
+        (ticket.ticket_id.get(), ticket.member_id, ticket.seq),
         (lost, buyer.id, 2)
     );
 

@@ -205,8 +205,8 @@ impl Env {
         msg_id: Option<&str>,
     ) {
         let message = TicketMessage {
-            ticket_id: ticket,
-            sale_id: self.sale,
+            ticket_id: ticket.into(),
+            sale_id: self.sale.into(),
             member_id: member,
             seq,
             admitted_at_ms: 0,
