@@ -63,6 +63,22 @@ pub(crate) struct TicketBody {
 }
 
 impl TicketBody {
+    /// A ticket the door has just made, before any worker has seen it: nothing to show but
+    /// its status (and when to poll again, unless it is final).
+    fn fresh(ticket: Uuid, sale: Uuid, status: TicketStatus, poll_after_ms: Option<i64>) -> Self {
+        Self {
+            ticket_id: ticket,
+            sale_id: sale,
+            status: status.as_str(),
+            position: None,
+            eta_ms: None,
+            poll_after_ms,
+            order_id: None,
+            waitlist_position: None,
+            draw_at: None,
+        }
+    }
+
     fn from_state(ticket: Uuid, state: &TicketState) -> Self {
         let queued = state.status == TicketStatus::Queued;
         let position = queued.then(|| (state.seq - state.served).max(0));
@@ -147,7 +163,7 @@ pub(crate) async fn create_ticket(
         .limits
         .check(member.member_id, state.client_address.of(&headers, peer))?;
     if state.queue.depth() >= state.queue_max_depth {
-        metrics::counter!("flash_admission_tickets_total", "outcome" => "queue_full").increment(1);
+        count("queue_full");
         return Err(ApiError::unavailable(anyhow::anyhow!(
             "the queue holds {} tickets",
             state.queue.depth()
@@ -160,108 +176,18 @@ pub(crate) async fn create_ticket(
         .get(pow::HEADER)
         .and_then(|v| v.to_str().ok())
         .map_or(0, |nonce| pow::work(&challenge(), Some(nonce)));
+    let entrant = Entrant {
+        state: &state,
+        sale,
+        member: member.member_id,
+        headers: &headers,
+    };
     match state.gate.enter(sale, member.member_id, now, work).await? {
-        Entry::Queued { ticket, seq } => {
-            // The 202 is a promise: JetStream acked the ticket.
-            if let Err(err) =
-                queue(&state, sale, member.member_id, ticket, seq, now, &headers).await
-            {
-                metrics::counter!("flash_admission_tickets_total", "outcome" => "publish_failed")
-                    .increment(1);
-                if let Err(undo) = state.gate.undo(sale, member.member_id, ticket).await {
-                    tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
-                }
-                return Err(ApiError::unavailable(
-                    anyhow::Error::from(err).context("queueing the ticket"),
-                ));
-            }
-            metrics::counter!("flash_admission_tickets_total", "outcome" => TicketStatus::Queued.as_str()).increment(1);
-            let body = TicketBody {
-                ticket_id: ticket,
-                sale_id: sale,
-                status: TicketStatus::Queued.as_str(),
-                position: None,
-                eta_ms: None,
-                poll_after_ms: Some(250),
-                order_id: None,
-                waitlist_position: None,
-                draw_at: None,
-            };
-            Ok(ticket_response(StatusCode::ACCEPTED, body))
-        }
-        entry @ (Entry::Waitlisted { ticket } | Entry::Prequeued { ticket }) => {
-            let current =
-                state.gate.ticket(ticket).await?.ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
-                })?;
-            let outcome = if matches!(entry, Entry::Prequeued { .. }) {
-                TicketStatus::Prequeued
-            } else {
-                TicketStatus::Waitlisted
-            };
-            metrics::counter!("flash_admission_tickets_total", "outcome" => outcome.as_str())
-                .increment(1);
-            Ok(ticket_response(
-                StatusCode::ACCEPTED,
-                TicketBody::from_state(ticket, &current),
-            ))
-        }
-        Entry::SoldOut { ticket } => {
-            metrics::counter!("flash_admission_tickets_total", "outcome" => TicketStatus::SoldOut.as_str())
-                .increment(1);
-            let body = TicketBody {
-                ticket_id: ticket,
-                sale_id: sale,
-                status: TicketStatus::SoldOut.as_str(),
-                position: None,
-                eta_ms: None,
-                poll_after_ms: None,
-                order_id: None,
-                waitlist_position: None,
-                draw_at: None,
-            };
-            Ok(ticket_response(StatusCode::OK, body))
-        }
-        Entry::Existing { ticket } => {
-            metrics::counter!("flash_admission_tickets_total", "outcome" => "existing")
-                .increment(1);
-            let current =
-                state.gate.ticket(ticket).await?.ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished"))
-                })?;
-            // The gate may have queued this ticket for an entry whose answer never came back
-            // (Redis's reply lost, the door stopped before publishing): nothing else would
-            // ever publish it, and the buyer would wait on it forever. Publishing again under
-            // the ticket's `Nats-Msg-Id` queues it then, and is dropped as a duplicate when
-            // the first publish did land.
-            if current.status == TicketStatus::Queued {
-                let stranded = queue(
-                    &state,
-                    sale,
-                    member.member_id,
-                    ticket,
-                    current.seq,
-                    Utc::now(),
-                    &headers,
-                )
-                .await
-                .map_err(|err| {
-                    ApiError::unavailable(
-                        anyhow::Error::from(err).context("queueing the ticket again"),
-                    )
-                })?;
-                if stranded {
-                    // Also a copy of a ticket queued longer ago than the duplicate window.
-                    tracing::warn!(%ticket, "a queued ticket JetStream did not hold is queued now");
-                    metrics::counter!("flash_admission_tickets_total", "outcome" => "requeued")
-                        .increment(1);
-                }
-            }
-            Ok(ticket_response(
-                StatusCode::OK,
-                TicketBody::from_state(ticket, &current),
-            ))
-        }
+        Entry::Queued { ticket, seq } => entrant.queued(ticket, seq, now).await,
+        Entry::Waitlisted { ticket } => entrant.placed(ticket, TicketStatus::Waitlisted).await,
+        Entry::Prequeued { ticket } => entrant.placed(ticket, TicketStatus::Prequeued).await,
+        Entry::SoldOut { ticket } => Ok(entrant.sold_out(ticket)),
+        Entry::Existing { ticket } => entrant.existing(ticket).await,
         Entry::Early { starts_at } => {
             Err(rejected("early", ApiError::SaleNotStarted { starts_at }))
         }
@@ -276,53 +202,153 @@ pub(crate) async fn create_ticket(
             "ended",
             ApiError::new(ProblemType::SaleEnded, "the sale is over"),
         )),
-        Entry::Unknown => {
-            let exists: Option<(Uuid,)> =
-                sqlx::query_as("select flash_sale_id from flash_sales where flash_sale_id = $1")
-                    .bind(sale)
-                    .fetch_optional(&state.db)
-                    .await?;
-            match exists {
-                // Redis lost the gate; the workers' reconciler re-arms it within seconds.
-                Some(_) => Err(rejected(
-                    "not_armed",
-                    ApiError::unavailable(anyhow::anyhow!("sale {sale} is not armed in Redis")),
-                )),
-                None => Err(rejected(
-                    "unknown_sale",
-                    ApiError::not_found(format!("no flash sale {sale}")),
-                )),
-            }
-        }
+        Entry::Unknown => Err(entrant.not_armed_or_unknown().await),
     }
 }
 
-/// Publishes `member`'s ticket of `sale`, admitted at `admitted_at`, and waits for
-/// JetStream's ack: `false` when JetStream already held it.
-async fn queue(
-    state: &AppState,
+/// A buyer entering a sale: what the answer to each of the gate's outcomes needs.
+struct Entrant<'a> {
+    state: &'a AppState,
     sale: Uuid,
     member: MemberId,
-    ticket: Uuid,
-    seq: i64,
-    admitted_at: DateTime<Utc>,
-    headers: &HeaderMap,
-) -> Result<bool, PublishError> {
-    let message = TicketMessage {
-        ticket_id: ticket.into(),
-        sale_id: sale.into(),
-        member_id: member,
-        seq,
-        admitted_at_ms: admitted_at.timestamp_millis(),
-    };
-    let request_id = headers
-        .get(flash_core::http::REQUEST_ID)
-        .and_then(|v| v.to_str().ok());
-    state.queue.publish(&message, request_id).await
+    headers: &'a HeaderMap,
 }
 
+impl Entrant<'_> {
+    /// A unit was taken: the ticket is published, and the 202 is a promise because JetStream
+    /// acked it. A failed publish gives the unit back, and the buyer may try again.
+    async fn queued(
+        &self,
+        ticket: Uuid,
+        seq: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Response, ApiError> {
+        if let Err(err) = self.queue(ticket, seq, now).await {
+            count("publish_failed");
+            if let Err(undo) = self.state.gate.undo(self.sale, self.member, ticket).await {
+                tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
+            }
+            return Err(ApiError::unavailable(
+                anyhow::Error::from(err).context("queueing the ticket"),
+            ));
+        }
+        count(TicketStatus::Queued.as_str());
+        let body = TicketBody::fresh(ticket, self.sale, TicketStatus::Queued, Some(250));
+        Ok(ticket_response(StatusCode::ACCEPTED, body))
+    }
+
+    /// A new ticket waiting for a unit (`waitlisted`) or for the draw (`prequeued`): answered
+    /// as it stands in Redis, which knows its place.
+    async fn placed(&self, ticket: Uuid, status: TicketStatus) -> Result<Response, ApiError> {
+        let current = self.current(ticket).await?;
+        count(status.as_str());
+        Ok(ticket_response(
+            StatusCode::ACCEPTED,
+            TicketBody::from_state(ticket, &current),
+        ))
+    }
+
+    /// No unit and no room on the waitlist: a new ticket, sold out from the start.
+    fn sold_out(&self, ticket: Uuid) -> Response {
+        count(TicketStatus::SoldOut.as_str());
+        let body = TicketBody::fresh(ticket, self.sale, TicketStatus::SoldOut, None);
+        ticket_response(StatusCode::OK, body)
+    }
+
+    /// The buyer holds a ticket already: the same ticket again, queued once more if it may
+    /// have been stranded.
+    async fn existing(&self, ticket: Uuid) -> Result<Response, ApiError> {
+        count("existing");
+        let current = self.current(ticket).await?;
+        // The gate may have queued this ticket for an entry whose answer never came back
+        // (Redis's reply lost, the door stopped before publishing): nothing else would
+        // ever publish it, and the buyer would wait on it forever. Publishing again under
+        // the ticket's `Nats-Msg-Id` queues it then, and is dropped as a duplicate when
+        // the first publish did land.
+        if current.status == TicketStatus::Queued {
+            let stranded = self
+                .queue(ticket, current.seq, Utc::now())
+                .await
+                .map_err(|err| {
+                    ApiError::unavailable(
+                        anyhow::Error::from(err).context("queueing the ticket again"),
+                    )
+                })?;
+            if stranded {
+                // Also a copy of a ticket queued longer ago than the duplicate window.
+                tracing::warn!(%ticket, "a queued ticket JetStream did not hold is queued now");
+                count("requeued");
+            }
+        }
+        Ok(ticket_response(
+            StatusCode::OK,
+            TicketBody::from_state(ticket, &current),
+        ))
+    }
+
+    /// Redis knows no such sale: either it lost the gate (the sale exists in PostgreSQL) or
+    /// there is no such sale at all.
+    async fn not_armed_or_unknown(&self) -> ApiError {
+        let sale = self.sale;
+        let exists: Result<Option<(Uuid,)>, _> =
+            sqlx::query_as("select flash_sale_id from flash_sales where flash_sale_id = $1")
+                .bind(sale)
+                .fetch_optional(&self.state.db)
+                .await;
+        match exists {
+            Err(err) => err.into(),
+            // Redis lost the gate; the workers' reconciler re-arms it within seconds.
+            Ok(Some(_)) => rejected(
+                "not_armed",
+                ApiError::unavailable(anyhow::anyhow!("sale {sale} is not armed in Redis")),
+            ),
+            Ok(None) => rejected(
+                "unknown_sale",
+                ApiError::not_found(format!("no flash sale {sale}")),
+            ),
+        }
+    }
+
+    /// The ticket the gate just answered with, as Redis holds it.
+    async fn current(&self, ticket: Uuid) -> Result<TicketState, ApiError> {
+        self.state
+            .gate
+            .ticket(ticket)
+            .await?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("ticket {ticket} vanished")))
+    }
+
+    /// Publishes the buyer's `ticket`, admitted at `admitted_at`, and waits for JetStream's
+    /// ack: `false` when JetStream already held it.
+    async fn queue(
+        &self,
+        ticket: Uuid,
+        seq: i64,
+        admitted_at: DateTime<Utc>,
+    ) -> Result<bool, PublishError> {
+        let message = TicketMessage {
+            ticket_id: ticket.into(),
+            sale_id: self.sale.into(),
+            member_id: self.member,
+            seq,
+            admitted_at_ms: admitted_at.timestamp_millis(),
+        };
+        let request_id = self
+            .headers
+            .get(flash_core::http::REQUEST_ID)
+            .and_then(|v| v.to_str().ok());
+        self.state.queue.publish(&message, request_id).await
+    }
+}
+
+/// Counts an entry under its `outcome`.
+fn count(outcome: &'static str) {
+    metrics::counter!("flash_admission_tickets_total", "outcome" => outcome).increment(1);
+}
+
+/// Counts a refused entry under `reason`, and passes its error on.
 fn rejected(reason: &'static str, err: ApiError) -> ApiError {
-    metrics::counter!("flash_admission_tickets_total", "outcome" => reason).increment(1);
+    count(reason);
     err
 }
 
