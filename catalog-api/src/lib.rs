@@ -4,7 +4,6 @@
 //! which arms their Redis gates for the admission front door. Reads of orders cover flash-sale
 //! orders too, which the workers write.
 
-mod cache;
 pub mod config;
 mod http;
 mod order_rules;
@@ -17,7 +16,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use flash_core::{
     auth::{Authenticator, Denylist, JwtVerifier},
     http::{Readiness, Server},
-    redis_model::Keys,
+    redis_model::{Keys, product_cache::ProductCache},
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +60,7 @@ impl App {
                 verifier,
                 Denylist::new(redis.clone(), keys.clone()),
             )),
-            cache: cache::ProductCache::new(
+            cache: ProductCache::new(
                 redis.clone(),
                 keys,
                 Duration::from_secs(config.product_cache_ttl_secs),

@@ -8,7 +8,7 @@ use flash_core::{auth::Authenticator, redis_model::Keys};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-use crate::cache::ProductCache;
+use flash_core::redis_model::product_cache::ProductCache;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{MemberId, OrderStatus, SaleId, TicketId};
+use crate::domain::{MemberId, OrderId, OrderStatus, SaleId, TicketId};
 
 /// An email to send (subject `jobs.email`). `email_id` is also the `Nats-Msg-Id`, and the
 /// worker records it, so the same email is never sent twice.
@@ -36,7 +36,7 @@ pub enum EmailMessage {
     /// The payment of an order went through.
     OrderConfirmation {
         /// The paid order.
-        order_id: Uuid,
+        order_id: OrderId,
         /// What was charged, in minor units.
         total_cents: i64,
         /// ISO 4217 code.
@@ -45,13 +45,13 @@ pub enum EmailMessage {
     /// The payment of an order failed for good; the order is cancelled.
     PaymentFailed {
         /// The cancelled order.
-        order_id: Uuid,
+        order_id: OrderId,
     },
     /// An order moved on after payment: preparing, shipped, delivered, cancelled, return
     /// requested or returned. One email per step, so the buyer always knows where it is.
     OrderProgress {
         /// The order.
-        order_id: Uuid,
+        order_id: OrderId,
         /// Its new state.
         status: OrderStatus,
         /// The carrier's reference, once shipped.
@@ -90,7 +90,7 @@ pub enum PaymentJob {
     /// redelivered job never charges twice.
     Charge {
         /// The order to pay for.
-        order_id: Uuid,
+        order_id: OrderId,
         /// Amount in minor units.
         amount_cents: i64,
         /// ISO 4217 code.
@@ -99,7 +99,7 @@ pub enum PaymentJob {
     /// Refund a paid order that was cancelled.
     Refund {
         /// The cancelled order.
-        order_id: Uuid,
+        order_id: OrderId,
     },
 }
 

@@ -25,7 +25,7 @@ pub mod restock;
 pub mod sale_events;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use problem::{ApiError, ProblemType};

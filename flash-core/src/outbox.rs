@@ -5,7 +5,10 @@ use serde::Serialize;
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use crate::jobs::{EmailJob, EmailMessage};
+use crate::{
+    domain::OrderId,
+    jobs::{EmailJob, EmailMessage},
+};
 
 /// Writes `job` for `subject` (before the deployment prefix) inside the caller's transaction.
 ///
@@ -57,7 +60,7 @@ pub async fn enqueue_many<J: Serialize + Sync>(
 #[derive(Debug, Clone)]
 pub struct OrderFacts {
     /// The order.
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     /// What it costs, in minor units.
     pub total_cents: i64,
     /// ISO 4217 code.
@@ -70,7 +73,7 @@ pub struct OrderFacts {
 /// When PostgreSQL fails or the order does not exist.
 pub async fn email_buyer(
     conn: &mut PgConnection,
-    order: Uuid,
+    order: OrderId,
     message: impl Fn(OrderFacts) -> EmailMessage,
 ) -> sqlx::Result<()> {
     if email_buyers(conn, &[order], message).await? == 0 {
@@ -87,13 +90,13 @@ pub async fn email_buyer(
 /// When PostgreSQL fails.
 pub async fn email_buyers(
     conn: &mut PgConnection,
-    orders: &[Uuid],
+    orders: &[OrderId],
     message: impl Fn(OrderFacts) -> EmailMessage,
 ) -> sqlx::Result<usize> {
     if orders.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<(Uuid, Uuid, String, i64, String)> = sqlx::query_as(
+    let rows: Vec<(OrderId, Uuid, String, i64, String)> = sqlx::query_as(
         "select o.order_id, m.member_id, m.email, o.total_cents, o.currency
          from orders o join members m using (member_id) where o.order_id = any($1)
          order by o.order_id",

@@ -8,7 +8,10 @@ use redis::aio::ConnectionManager;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::redis_model::{Keys, product_cache, sale_gate};
+use crate::{
+    domain::OrderId,
+    redis_model::{Keys, product_cache, sale_gate},
+};
 
 /// Where the units of an order went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +33,7 @@ pub enum Restocked {
 ///
 /// # Errors
 /// When PostgreSQL fails.
-pub async fn give_back(conn: &mut PgConnection, order: Uuid) -> sqlx::Result<Restocked> {
+pub async fn give_back(conn: &mut PgConnection, order: OrderId) -> sqlx::Result<Restocked> {
     let sale: Option<Uuid> =
         sqlx::query_scalar("select flash_sale_id from orders where order_id = $1")
             .bind(order)

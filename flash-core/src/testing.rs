@@ -1,5 +1,5 @@
-//! Test support (feature `test-util`): per-test Redis prefixes and NATS names against the real
-//! servers, and clean-up so parallel tests leave nothing behind.
+//! Test support (feature `test-util`, and flash-core's own unit tests): per-test Redis prefixes
+//! and NATS names against the real servers, and clean-up so parallel tests leave nothing behind.
 
 use std::path::PathBuf;
 

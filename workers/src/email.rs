@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
 use flash_core::{
-    domain::OrderStatus,
+    domain::{OrderId, OrderStatus},
     jobs::{EmailJob, EmailMessage},
 };
 use lettre::{
@@ -342,7 +342,7 @@ fn render(message: &EmailMessage) -> (&'static str, String, String) {
 
 /// The email of one lifecycle step.
 fn progress(
-    order: Uuid,
+    order: OrderId,
     status: OrderStatus,
     tracking: Option<&str>,
 ) -> (&'static str, String, String) {

@@ -11,7 +11,7 @@
 use std::{future::Future, time::Duration};
 
 use flash_core::{
-    domain::OrderStatus,
+    domain::{OrderId, OrderStatus},
     jobs::{EmailMessage, PaymentJob},
     outbox,
     redis_model::Keys,
@@ -19,7 +19,6 @@ use flash_core::{
 };
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// Why the carrier could not answer; the order stays where it is until the next pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,13 +30,13 @@ pub struct CarrierError(pub String);
 pub trait Carrier: Send + Sync + 'static {
     /// Books the parcel of a prepared order and returns its tracking reference; booking the
     /// same order again returns the same reference.
-    fn ship(&self, order: Uuid) -> impl Future<Output = Result<String, CarrierError>> + Send;
+    fn ship(&self, order: OrderId) -> impl Future<Output = Result<String, CarrierError>> + Send;
     /// Whether the parcel with this reference reached the buyer.
     fn delivered(&self, tracking: &str) -> impl Future<Output = Result<bool, CarrierError>> + Send;
     /// Whether the buyer's return parcel of `order` arrived back at the warehouse.
     fn return_arrived(
         &self,
-        order: Uuid,
+        order: OrderId,
     ) -> impl Future<Output = Result<bool, CarrierError>> + Send;
 }
 
@@ -64,8 +63,8 @@ impl SimulatedCarrier {
 }
 
 impl Carrier for SimulatedCarrier {
-    async fn ship(&self, order: Uuid) -> Result<String, CarrierError> {
-        let simple = order.simple().to_string();
+    async fn ship(&self, order: OrderId) -> Result<String, CarrierError> {
+        let simple = order.get().simple().to_string();
         self.answer(format!("SIM{}", &simple[simple.len() - 12..]).to_uppercase())
     }
 
@@ -73,7 +72,7 @@ impl Carrier for SimulatedCarrier {
         self.answer(true)
     }
 
-    async fn return_arrived(&self, _order: Uuid) -> Result<bool, CarrierError> {
+    async fn return_arrived(&self, _order: OrderId) -> Result<bool, CarrierError> {
         self.answer(true)
     }
 }
@@ -186,7 +185,7 @@ impl<C: Carrier> Fulfilment<C> {
     #[tracing::instrument(skip_all, fields(to = %step.to))]
     async fn advance(&self, step: Step) -> anyhow::Result<usize> {
         let mut tx = self.db.begin().await?;
-        let due: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        let due: Vec<(OrderId, Option<String>)> = sqlx::query_as(
             "select order_id, tracking_ref from orders
              where status = $1 and status_changed_at <= now() - make_interval(secs => $2)
              order by status_changed_at limit $3
@@ -245,7 +244,7 @@ impl<C: Carrier> Fulfilment<C> {
         Ok(moved)
     }
 
-    async fn ask(&self, to: OrderStatus, order: Uuid, tracking: Option<&str>) -> Answer {
+    async fn ask(&self, to: OrderStatus, order: OrderId, tracking: Option<&str>) -> Answer {
         let answer = match (to, tracking) {
             (OrderStatus::Shipped, _) => {
                 self.carrier.ship(order).await.map(|t| Answer::Go(Some(t)))

@@ -10,6 +10,7 @@ use std::{collections::HashMap, future::Future, sync::Mutex, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use flash_core::{
+    domain::OrderId,
     jobs::{EmailMessage, PaymentJob},
     outbox,
     redis_model::Keys,
@@ -131,7 +132,7 @@ impl PaymentProvider for SimulatedProvider {
 struct Charge {
     /// Its message's place in the batch.
     message: usize,
-    order: Uuid,
+    order: OrderId,
     amount_cents: i64,
     currency: String,
     /// How often JetStream has delivered the job, this time included.
@@ -266,11 +267,11 @@ impl<P: PaymentProvider> Payments<P> {
     /// transaction. Returns the orders whose charge failed transiently with tries left: their
     /// jobs are redelivered. On an error nothing is settled and the whole batch is retried;
     /// the provider's idempotency key makes the repeated charges harmless.
-    async fn charge_all(&self, charges: &[Charge]) -> anyhow::Result<Vec<Uuid>> {
+    async fn charge_all(&self, charges: &[Charge]) -> anyhow::Result<Vec<OrderId>> {
         if charges.is_empty() {
             return Ok(Vec::new());
         }
-        let mut orders: Vec<Uuid> = charges.iter().map(|c| c.order).collect();
+        let mut orders: Vec<OrderId> = charges.iter().map(|c| c.order).collect();
         orders.sort_unstable();
         orders.dedup();
         let pending = self.record(charges, &orders).await?;
@@ -288,9 +289,9 @@ impl<P: PaymentProvider> Payments<P> {
                 .await
         }))
         .await;
-        let mut succeeded: Vec<(Uuid, String)> = Vec::new();
-        let mut retried: Vec<(Uuid, String)> = Vec::new();
-        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        let mut succeeded: Vec<(OrderId, String)> = Vec::new();
+        let mut retried: Vec<(OrderId, String)> = Vec::new();
+        let mut failed: Vec<(OrderId, String)> = Vec::new();
         for (charge, answer) in to_charge.into_iter().zip(answers) {
             match answer {
                 Ok(reference) => succeeded.push((charge.order, reference)),
@@ -315,7 +316,7 @@ impl<P: PaymentProvider> Payments<P> {
     /// Records a payment row per order (a redelivered job finds its row and outcome), voids
     /// those whose order was cancelled before its charge ran, and returns the orders still to
     /// charge. One transaction.
-    async fn record(&self, charges: &[Charge], orders: &[Uuid]) -> anyhow::Result<Vec<Uuid>> {
+    async fn record(&self, charges: &[Charge], orders: &[OrderId]) -> anyhow::Result<Vec<OrderId>> {
         let mut tx = self.db.begin().await?;
         // INVARIANT: one payment per order. A job for an order that does not exist gets no row,
         // so it is not charged and cannot fail the whole batch on the foreign key.
@@ -346,7 +347,7 @@ impl<P: PaymentProvider> Payments<P> {
         .bind(orders)
         .execute(&mut *tx)
         .await?;
-        let pending: Vec<Uuid> = sqlx::query_scalar(
+        let pending: Vec<OrderId> = sqlx::query_scalar(
             "select order_id from payments where order_id = any($1) and status = 'pending'",
         )
         .bind(orders)
@@ -364,9 +365,9 @@ impl<P: PaymentProvider> Payments<P> {
     /// buyer. After the commit, the units go back to the gate and the waiting room hears.
     async fn settle(
         &self,
-        succeeded: &[(Uuid, String)],
-        retried: &[(Uuid, String)],
-        failed: &[(Uuid, String)],
+        succeeded: &[(OrderId, String)],
+        retried: &[(OrderId, String)],
+        failed: &[(OrderId, String)],
     ) -> anyhow::Result<()> {
         if succeeded.is_empty() && retried.is_empty() && failed.is_empty() {
             return Ok(());
@@ -376,7 +377,7 @@ impl<P: PaymentProvider> Payments<P> {
         let mut settled: Vec<(Uuid, Uuid, Settled)> = Vec::new();
         let mut restocked = Vec::new();
         if !succeeded.is_empty() {
-            let (orders, references): (Vec<Uuid>, Vec<&str>) = succeeded
+            let (orders, references): (Vec<OrderId>, Vec<&str>) = succeeded
                 .iter()
                 .map(|(order, reference)| (*order, reference.as_str()))
                 .unzip();
@@ -389,7 +390,7 @@ impl<P: PaymentProvider> Payments<P> {
             .bind(&references)
             .execute(&mut *tx)
             .await?;
-            let paid: Vec<(Uuid, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+            let paid: Vec<(OrderId, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
                 "update orders set status = 'paid'
                  where order_id = any($1) and status = 'pending_payment'
                  returning order_id, flash_sale_id, ticket_id",
@@ -397,7 +398,7 @@ impl<P: PaymentProvider> Payments<P> {
             .bind(&orders)
             .fetch_all(&mut *tx)
             .await?;
-            let paid_orders: Vec<Uuid> = paid.iter().map(|(order, _, _)| *order).collect();
+            let paid_orders: Vec<OrderId> = paid.iter().map(|(order, _, _)| *order).collect();
             outbox::email_buyers(&mut tx, &paid_orders, |o| EmailMessage::OrderConfirmation {
                 order_id: o.order_id,
                 total_cents: o.total_cents,
@@ -454,7 +455,7 @@ impl<P: PaymentProvider> Payments<P> {
 
     /// Refunds a cancelled or returned order once: only a `succeeded` payment is refunded, and
     /// the provider gets the order id as the key, so a redelivered or repeated job is harmless.
-    async fn refund(&self, order: Uuid) -> anyhow::Result<()> {
+    async fn refund(&self, order: OrderId) -> anyhow::Result<()> {
         let status: Option<String> =
             sqlx::query_scalar("select status from payments where order_id = $1")
                 .bind(order)
@@ -480,7 +481,7 @@ impl<P: PaymentProvider> Payments<P> {
 /// (if any) and where its units went.
 async fn cancel_order(
     conn: &mut PgConnection,
-    order: Uuid,
+    order: OrderId,
 ) -> anyhow::Result<Option<(Option<Uuid>, Option<Uuid>, Restocked)>> {
     let cancelled: Option<(Option<Uuid>, Option<Uuid>)> =
         sqlx::query_as("update orders set status = 'cancelled' where order_id = $1 and status = 'pending_payment' returning flash_sale_id, ticket_id")

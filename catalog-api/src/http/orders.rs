@@ -341,7 +341,7 @@ pub(super) async fn place_order(
             .await?;
     }
     let job = PaymentJob::Charge {
-        order_id,
+        order_id: order_id.into(),
         amount_cents: total,
         currency,
     };
@@ -669,16 +669,18 @@ pub(crate) async fn cancel_order(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let restocked = restock::give_back(&mut tx, id).await?;
+    let restocked = restock::give_back(&mut tx, id.into()).await?;
     if status.charged() {
         outbox::enqueue(
             &mut tx,
             PaymentJob::SUBJECT,
-            &PaymentJob::Refund { order_id: id },
+            &PaymentJob::Refund {
+                order_id: id.into(),
+            },
         )
         .await?;
     }
-    outbox::email_buyer(&mut tx, id, |o| EmailMessage::OrderProgress {
+    outbox::email_buyer(&mut tx, id.into(), |o| EmailMessage::OrderProgress {
         order_id: o.order_id,
         status: OrderStatus::Cancelled,
         tracking_ref: None,
@@ -745,7 +747,7 @@ pub(crate) async fn return_order(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    outbox::email_buyer(&mut tx, id, |o| EmailMessage::OrderProgress {
+    outbox::email_buyer(&mut tx, id.into(), |o| EmailMessage::OrderProgress {
         order_id: o.order_id,
         status: OrderStatus::ReturnRequested,
         tracking_ref: None,

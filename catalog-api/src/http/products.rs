@@ -14,11 +14,12 @@ use flash_core::{
     extract::{Json, Path, Query},
     pagination::{self, Cursor, Page},
     problem::{FieldError, ProblemBody, ResultExt},
+    redis_model::product_cache::Lookup,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{cache::Lookup, state::AppState, validation::check_range};
+use crate::{state::AppState, validation::check_range};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

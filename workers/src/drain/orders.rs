@@ -178,7 +178,7 @@ async fn queue_charges(
     let charges: Vec<PaymentJob> = orders
         .iter()
         .map(|order| PaymentJob::Charge {
-            order_id: order.get(),
+            order_id: *order,
             amount_cents: row.price_cents,
             currency: row.currency.clone(),
         })

@@ -37,7 +37,7 @@ fn job() -> EmailJob {
         member_id: None,
         to: "ann@example.com".into(),
         message: EmailMessage::OrderConfirmation {
-            order_id: Uuid::nil(),
+            order_id: Uuid::nil().into(),
             total_cents: 12_900,
             currency: "EUR".into(),
         },

@@ -248,7 +248,9 @@ async fn a_returned_flash_order_gives_its_unit_back_and_is_refunded_once_despite
     // The refund job, then the same job once more as after a redelivery.
     while relay.relay_once().await.unwrap() > 0 {}
     while payments.run_once().await.unwrap() > 0 {}
-    let refund = flash_core::jobs::PaymentJob::Refund { order_id: order };
+    let refund = flash_core::jobs::PaymentJob::Refund {
+        order_id: order.into(),
+    };
     flash_core::nats::publish_durably(
         &env.js,
         format!(

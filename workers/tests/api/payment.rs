@@ -29,7 +29,7 @@ async fn run_payments(payments: &Payments<SimulatedProvider>) {
 /// The same charge job once more, as after a redelivery.
 async fn redeliver(env: &Env, order: Uuid) {
     let job = PaymentJob::Charge {
-        order_id: order,
+        order_id: order.into(),
         amount_cents: 4900,
         currency: "EUR".into(),
     };
