@@ -324,148 +324,24 @@ pub async fn run_with(
     signer: &JwtSigner,
     plan: &Plan,
 ) -> anyhow::Result<SpikeReport> {
-    let bars = MultiProgress::with_draw_target(if plan.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let run_tag = format!("spike-{}", Uuid::new_v4().simple());
-    let say = |line: String| bars.println(line).unwrap_or(());
-    say(format!("seeding {} buyers ...", plan.buyers));
-    let admin = seed::members(db, signer, &format!("{run_tag}-admin"), 1, Role::Admin)
-        .await?
-        .remove(0);
-    let buyers = Arc::new(seed::members(db, signer, &run_tag, plan.buyers, Role::Buyer).await?);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(plan.connections)
-        .timeout(Duration::from_secs(plan.long_poll_secs + 30))
-        .build()?;
-    let shop = Shop {
-        client: client.clone(),
-        catalog: plan.catalog_url.clone(),
-        admin: admin.token.clone(),
-    };
-    let door = Connections::to(&plan.admission_url, plan.connections).await?;
-    let product = shop.product(&run_tag, plan.units).await?;
-    let starts_at = Utc::now() + chrono::Duration::from_std(plan.start_in)?;
-    // The pre-queue is open from creation until the start.
-    let prequeue_secs = if plan.prequeue {
-        i64::try_from(plan.start_in.as_secs())? + 60
-    } else {
-        0
-    };
-    let sale = shop
-        .sale(product, plan.units, starts_at, prequeue_secs)
-        .await?;
-    say(format!(
-        "sale {sale}: {} units, opens at {starts_at}",
-        plan.units
-    ));
-    let progress = Bars {
-        entered: bar(&bars, plan.buyers, "entries"),
-        finals: bar(&bars, plan.buyers, "final  "),
-        ordered: bar(&bars, usize::try_from(plan.units).unwrap_or(0), "orders "),
-    };
-    let waiting_room = if plan.arrive {
-        say(format!("{} buyers open the waiting room ...", plan.buyers));
-        let summary = arrive_all(&door, plan, sale, &buyers).await;
-        let late = Utc::now() - starts_at;
-        if late > chrono::Duration::zero() {
-            say(format!(
-                "warning: the buyers were still arriving {} ms after the start; give --start-in-secs more",
-                late.num_milliseconds()
-            ));
-        }
-        Some(summary)
-    } else {
-        None
-    };
-    let early = if plan.prequeue { plan.buyers / 2 } else { 0 };
-    let (prequeue_entries, mut queued) = if plan.prequeue {
-        let (summary, queued, _) = enter_all(
-            &door,
-            plan,
-            sale,
-            &buyers,
-            0..early,
-            &progress,
-            Instant::now(),
-            None,
-        )
-        .await;
-        (Some(summary), queued)
-    } else {
-        (None, Vec::new())
-    };
-    let prequeued: Vec<Uuid> = queued.iter().map(|(_, ticket, _)| *ticket).collect();
-    let wait = (starts_at - Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait).await;
+    let run = Run::prepare(db, signer, plan).await?;
+    let before = run.before_start(plan).await;
+    let prequeued: Vec<Uuid> = before.queued.iter().map(|(_, ticket, _)| *ticket).collect();
+    let rush = run.rush(plan, before.early, before.queued).await;
 
-    let start = Instant::now();
-    let arrivals: Mutex<Vec<Arrival>> = Mutex::default();
-    let (entries, arrived, at_once) = enter_all(
-        &door,
-        plan,
-        sale,
-        &buyers,
-        early..plan.buyers,
-        &progress,
-        start,
-        Some(&arrivals),
-    )
-    .await;
-    queued.extend(arrived);
-    let (mut outcomes, entry_final_ms) = (at_once.outcomes, at_once.last_ms);
-    let admitted_ms = at_once.admitted_ms;
-    let polling = Instant::now();
-    let poll_count = Arc::new(AtomicU64::new(0));
-    let polled = poll_all(
-        &client,
-        plan,
-        &buyers,
-        queued,
-        &progress,
-        start,
-        &poll_count,
-    )
-    .await;
-    let polls_per_second =
-        poll_count.load(Ordering::Relaxed) as f64 / polling.elapsed().as_secs_f64().max(1e-3);
-    let mut unfinished = 0;
-    let mut last_final = entry_final_ms;
-    for ticket in polled {
-        match ticket {
-            Some((status, at)) => {
-                *outcomes.entry(status).or_insert(0) += 1;
-                last_final = later(last_final, at);
-            }
-            None => unfinished += 1,
-        }
-    }
-    for b in [&progress.entered, &progress.finals, &progress.ordered] {
-        b.finish();
-    }
-
-    let orders_per_second = drain_rate(db, sale, starts_at, plan.units).await?;
-    let timeline = Timeline::measure(db, sale, starts_at, &admitted_ms).await?;
-    say("waiting for payments to settle ...".to_owned());
+    let sale = run.sale;
+    let orders_per_second = drain_rate(db, sale, run.starts_at, plan.units).await?;
+    let timeline = Timeline::measure(db, sale, run.starts_at, &rush.admitted_ms).await?;
+    run.say("waiting for payments to settle ...".to_owned());
     settle(db, sale, plan.settle_timeout).await?;
     let check = check_sale(db, Some(redis), keys, sale).await?;
     let fairness = if plan.prequeue {
-        let arrivals = std::mem::take(&mut *arrivals.lock().await);
-        Some(fairness::measure(db, redis, keys, sale, &prequeued, &arrivals).await?)
+        Some(fairness::measure(db, redis, keys, sale, &prequeued, &rush.arrivals).await?)
     } else {
         None
     };
     let baseline = if plan.baseline {
-        say(format!(
-            "baseline: {} buyers order {} units through POST /orders ...",
-            plan.buyers, plan.units
-        ));
-        let product = shop
-            .product(&format!("{run_tag}-baseline"), plan.units)
-            .await?;
-        Some(baseline(&client, plan, product, &buyers, &entries, orders_per_second).await)
+        Some(run.baseline(plan, &rush.entries, orders_per_second).await?)
     } else {
         None
     };
@@ -473,20 +349,259 @@ pub async fn run_with(
         sale_id: sale,
         buyers: plan.buyers,
         units: plan.units,
-        arrivals: waiting_room,
-        entries,
-        polls: poll_count.load(Ordering::Relaxed),
-        polls_per_second,
-        outcomes,
-        unfinished,
-        all_final_ms: last_final,
+        arrivals: before.waiting_room,
+        entries: rush.entries,
+        polls: rush.polls,
+        polls_per_second: rush.polls_per_second,
+        outcomes: rush.outcomes,
+        unfinished: rush.unfinished,
+        all_final_ms: rush.last_final,
         orders_per_second,
         timeline,
         check,
         baseline,
-        prequeue_entries,
+        prequeue_entries: before.prequeue_entries,
         fairness,
     })
+}
+
+/// One spike's parts: its buyers, clients, the sale it created and the progress bars.
+struct Run {
+    bars: MultiProgress,
+    /// Names this run's members and products.
+    tag: String,
+    buyers: Arc<Vec<Buyer>>,
+    client: reqwest::Client,
+    shop: Shop,
+    door: Connections,
+    sale: Uuid,
+    starts_at: DateTime<Utc>,
+    progress: Bars,
+}
+
+/// What happened before the sale opened.
+struct BeforeStart {
+    /// The buyers opening the waiting room (absent with `--cold`).
+    waiting_room: Option<Summary>,
+    /// The entries into the pre-queue (with `--prequeue`).
+    prequeue_entries: Option<Summary>,
+    /// How many buyers entered before the start.
+    early: usize,
+    /// Their tickets, to follow.
+    queued: Vec<Queued>,
+}
+
+/// What the rush from the start measured.
+struct Rush {
+    entries: Summary,
+    outcomes: BTreeMap<String, u64>,
+    unfinished: u64,
+    last_final: Option<f64>,
+    /// When each 202 came back, in ms after the start.
+    admitted_ms: Vec<f64>,
+    /// Each entry's send and answer times (with `--prequeue`, for fairness).
+    arrivals: Vec<Arrival>,
+    polls: u64,
+    polls_per_second: f64,
+}
+
+impl Run {
+    /// Seeds the buyers and an admin, connects, and has the admin create the product and the
+    /// sale opening `start_in` from now.
+    async fn prepare(db: &PgPool, signer: &JwtSigner, plan: &Plan) -> anyhow::Result<Self> {
+        let bars = MultiProgress::with_draw_target(if plan.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let tag = format!("spike-{}", Uuid::new_v4().simple());
+        bars.println(format!("seeding {} buyers ...", plan.buyers))
+            .unwrap_or(());
+        let admin = seed::members(db, signer, &format!("{tag}-admin"), 1, Role::Admin)
+            .await?
+            .remove(0);
+        let buyers = Arc::new(seed::members(db, signer, &tag, plan.buyers, Role::Buyer).await?);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(plan.connections)
+            .timeout(Duration::from_secs(plan.long_poll_secs + 30))
+            .build()?;
+        let shop = Shop {
+            client: client.clone(),
+            catalog: plan.catalog_url.clone(),
+            admin: admin.token.clone(),
+        };
+        let door = Connections::to(&plan.admission_url, plan.connections).await?;
+        let product = shop.product(&tag, plan.units).await?;
+        let starts_at = Utc::now() + chrono::Duration::from_std(plan.start_in)?;
+        // The pre-queue is open from creation until the start.
+        let prequeue_secs = if plan.prequeue {
+            i64::try_from(plan.start_in.as_secs())? + 60
+        } else {
+            0
+        };
+        let sale = shop
+            .sale(product, plan.units, starts_at, prequeue_secs)
+            .await?;
+        bars.println(format!(
+            "sale {sale}: {} units, opens at {starts_at}",
+            plan.units
+        ))
+        .unwrap_or(());
+        let progress = Bars {
+            entered: bar(&bars, plan.buyers, "entries"),
+            finals: bar(&bars, plan.buyers, "final  "),
+            ordered: bar(&bars, usize::try_from(plan.units).unwrap_or(0), "orders "),
+        };
+        Ok(Self {
+            bars,
+            tag,
+            buyers,
+            client,
+            shop,
+            door,
+            sale,
+            starts_at,
+            progress,
+        })
+    }
+
+    /// A line above the progress bars.
+    fn say(&self, line: String) {
+        self.bars.println(line).unwrap_or(());
+    }
+
+    /// Until the start: the buyers open the waiting room, and with `--prequeue` the first
+    /// half enters the pre-queue. Returns at the start.
+    async fn before_start(&self, plan: &Plan) -> BeforeStart {
+        let waiting_room = if plan.arrive {
+            self.say(format!("{} buyers open the waiting room ...", plan.buyers));
+            let summary = arrive_all(&self.door, plan, self.sale, &self.buyers).await;
+            let late = Utc::now() - self.starts_at;
+            if late > chrono::Duration::zero() {
+                self.say(format!(
+                    "warning: the buyers were still arriving {} ms after the start; give --start-in-secs more",
+                    late.num_milliseconds()
+                ));
+            }
+            Some(summary)
+        } else {
+            None
+        };
+        let early = if plan.prequeue { plan.buyers / 2 } else { 0 };
+        let (prequeue_entries, queued) = if plan.prequeue {
+            let (summary, queued, _) = enter_all(
+                &self.door,
+                plan,
+                self.sale,
+                &self.buyers,
+                0..early,
+                &self.progress,
+                Instant::now(),
+                None,
+            )
+            .await;
+            (Some(summary), queued)
+        } else {
+            (None, Vec::new())
+        };
+        let wait = (self.starts_at - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        BeforeStart {
+            waiting_room,
+            prequeue_entries,
+            early,
+            queued,
+        }
+    }
+
+    /// From the start: the other buyers enter, then every queued ticket is followed until it
+    /// is final (or the run gives up).
+    async fn rush(&self, plan: &Plan, early: usize, mut queued: Vec<Queued>) -> Rush {
+        let start = Instant::now();
+        let arrivals: Mutex<Vec<Arrival>> = Mutex::default();
+        let (entries, arrived, at_once) = enter_all(
+            &self.door,
+            plan,
+            self.sale,
+            &self.buyers,
+            early..plan.buyers,
+            &self.progress,
+            start,
+            Some(&arrivals),
+        )
+        .await;
+        queued.extend(arrived);
+        let mut outcomes = at_once.outcomes;
+        let polling = Instant::now();
+        let poll_count = Arc::new(AtomicU64::new(0));
+        let polled = poll_all(
+            &self.client,
+            plan,
+            &self.buyers,
+            queued,
+            &self.progress,
+            start,
+            &poll_count,
+        )
+        .await;
+        let polls = poll_count.load(Ordering::Relaxed);
+        let polls_per_second = polls as f64 / polling.elapsed().as_secs_f64().max(1e-3);
+        let mut unfinished = 0;
+        let mut last_final = at_once.last_ms;
+        for ticket in polled {
+            match ticket {
+                Some((status, at)) => {
+                    *outcomes.entry(status).or_insert(0) += 1;
+                    last_final = later(last_final, at);
+                }
+                None => unfinished += 1,
+            }
+        }
+        for b in [
+            &self.progress.entered,
+            &self.progress.finals,
+            &self.progress.ordered,
+        ] {
+            b.finish();
+        }
+        Rush {
+            entries,
+            outcomes,
+            unfinished,
+            last_final,
+            admitted_ms: at_once.admitted_ms,
+            arrivals: arrivals.into_inner(),
+            polls,
+            polls_per_second,
+        }
+    }
+
+    /// With `--baseline`: the same buyers order as many units of a fresh product through the
+    /// synchronous `POST /orders`.
+    async fn baseline(
+        &self,
+        plan: &Plan,
+        entries: &Summary,
+        orders_per_second: Option<f64>,
+    ) -> anyhow::Result<Baseline> {
+        self.say(format!(
+            "baseline: {} buyers order {} units through POST /orders ...",
+            plan.buyers, plan.units
+        ));
+        let product = self
+            .shop
+            .product(&format!("{}-baseline", self.tag), plan.units)
+            .await?;
+        Ok(baseline(
+            &self.client,
+            plan,
+            product,
+            &self.buyers,
+            entries,
+            orders_per_second,
+        )
+        .await)
+    }
 }
 
 /// The later of a moment that may not have happened yet and one that has.
