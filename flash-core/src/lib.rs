@@ -1,31 +1,31 @@
 //! The core every flash-sale service is built on.
 //!
 //! Each service (`admission`, `workers`, `catalog-api`, `member-api`) links this crate for the
-//! things that must behave the same everywhere: configuration groups, the PostgreSQL, Redis and
-//! NATS clients, JWT verification and the auth extractors, the problem+json error type, the HTTP
-//! middleware stack with `/healthz` `/readyz` `/metrics`, telemetry and graceful shutdown.
-//! Business logic stays in the services; `domain` holds only I/O-free value types.
+//! things that must behave the same everywhere. Its tree has four parts:
+//!
+//! - `infra/`: the plumbing (configuration, the PostgreSQL, Redis and NATS clients, JWT
+//!   verification and the auth extractors, problem+json, the HTTP middleware stack with
+//!   `/healthz` `/readyz` `/metrics`, telemetry, graceful shutdown);
+//! - [`domain`]: I/O-free value types (typed ids, the order and ticket state machines, roles,
+//!   email addresses);
+//! - `rules/`: the domain rules shared by several services (job contracts, the outbox, the
+//!   pre-queue draw, restocking, sale events);
+//! - [`redis_model`]: the Redis data model (keys, TTLs, every Lua script behind a typed
+//!   operation).
+//!
+//! `infra` and `rules` are re-exported module by module, so a service writes
+//! `flash_core::db` or `flash_core::outbox`. Business logic of one service stays in it.
 
-pub mod auth;
-pub mod config;
-pub mod db;
+mod infra;
+mod rules;
+
 pub mod domain;
-pub mod extract;
-pub mod http;
-pub mod jobs;
-pub mod nats;
-pub mod outbox;
-pub mod page;
-pub mod pagination;
-pub mod prequeue;
-pub mod problem;
-pub mod redis;
 pub mod redis_model;
-pub mod restock;
-pub mod sale_events;
-pub mod shutdown;
-pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use infra::{
+    auth, config, db, extract, http, nats, page, pagination, problem, redis, shutdown, telemetry,
+};
 pub use problem::{ApiError, ProblemType};
+pub use rules::{jobs, outbox, prequeue, restock, sale_events};
