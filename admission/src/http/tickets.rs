@@ -286,19 +286,26 @@ impl Entrant<'_> {
         ))
     }
 
-    /// Redis knows no such sale: either it lost the gate (the sale exists in PostgreSQL) or
-    /// there is no such sale at all.
+    /// Redis knows no such sale: it lost the gate (the sale exists in PostgreSQL), the gate
+    /// expired after the sale ended (its keys live a day past the end), or there is no such
+    /// sale at all.
     async fn not_armed_or_unknown(&self) -> ApiError {
         let sale = self.sale;
-        let exists: Result<Option<(Uuid,)>, _> =
-            sqlx::query_as("select flash_sale_id from flash_sales where flash_sale_id = $1")
-                .bind(sale)
-                .fetch_optional(&self.state.db)
-                .await;
-        match exists {
+        let over: Result<Option<bool>, _> = sqlx::query_scalar(
+            "select ends_at <= now() or cancelled_at is not null from flash_sales
+             where flash_sale_id = $1",
+        )
+        .bind(sale)
+        .fetch_optional(&self.state.db)
+        .await;
+        match over {
             Err(err) => err.into(),
+            Ok(Some(true)) => rejected(
+                "ended",
+                ApiError::new(ProblemType::SaleEnded, "the sale is over"),
+            ),
             // Redis lost the gate; the workers' reconciler re-arms it within seconds.
-            Ok(Some(_)) => rejected(
+            Ok(Some(false)) => rejected(
                 "not_armed",
                 ApiError::unavailable(anyhow::anyhow!("sale {sale} is not armed in Redis")),
             ),

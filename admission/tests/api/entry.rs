@@ -123,6 +123,28 @@ async fn a_sale_redis_lost_answers_503_not_404(db: PgPool) {
     app.teardown().await;
 }
 
+/// A sale whose gate expired after it ended (its keys live a day past the end) or that was
+/// cancelled is over: 410 for good, not a 503 that sends the buyer back forever.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_sale_over_long_ago_answers_410_not_503(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let product = Uuid::new_v4();
+    sqlx::query("insert into products (product_id, sku, name, price_cents, currency, stock) values ($1, 'S', 'P', 1, 'EUR', 0)").bind(product).execute(&app.db).await.unwrap();
+    let (ended, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, starts_at, ends_at) values ($1, $2, 1, 'EUR', 1, 1, now() - interval '3 days', now() - interval '2 days')")
+        .bind(ended).bind(product).execute(&app.db).await.unwrap();
+    sqlx::query("insert into flash_sales (flash_sale_id, product_id, price_cents, currency, quantity, quantity_left, starts_at, ends_at, cancelled_at) values ($1, $2, 1, 'EUR', 0, 0, now(), now() + interval '1 hour', now())")
+        .bind(cancelled).bind(product).execute(&app.db).await.unwrap();
+
+    for sale in [ended, cancelled] {
+        let response = app.enter(sale, &app.buyer()).await;
+        assert_eq!(response.status(), StatusCode::GONE, "sale {sale}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "/problems/sale-ended");
+    }
+    app.teardown().await;
+}
+
 /// JetStream refuses the ticket (here: its stream is gone): the buyer is told 503, never
 /// "queued", the unit is back in the gate, and a later entry works.
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
