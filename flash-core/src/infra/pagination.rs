@@ -15,6 +15,9 @@ pub const DEFAULT_LIMIT: u32 = 20;
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 100;
 
+/// The times a cursor may name, in Unix microseconds: 1970-01-01 up to 9999-12-31.
+const CURSOR_MICROS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999_999;
+
 /// A position in a list sorted by `(at, id)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -40,6 +43,12 @@ impl Cursor {
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        // Rows are stamped by PostgreSQL's clock, so a real cursor lies in the Unix era;
+        // outside it PostgreSQL may not even hold the time (before 4713 BC) and would fail the
+        // query.
+        if !CURSOR_MICROS.contains(&micros) {
+            return Err(invalid());
+        }
         Ok(Self {
             at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
             id: id.parse().map_err(|_| invalid())?,
@@ -104,6 +113,14 @@ mod tests {
             "!!!",
             "bm90IGEgY3Vyc29y",
             &URL_SAFE_NO_PAD.encode("12|not-a-uuid"),
+            // Times chrono can hold but PostgreSQL cannot (before 4713 BC): a 400, not a 500
+            // from the query.
+            &URL_SAFE_NO_PAD.encode(format!(
+                "{}|{}",
+                -8_000_000_000_000_000_000_i64,
+                Uuid::nil()
+            )),
+            &URL_SAFE_NO_PAD.encode(format!("{}|{}", 8_000_000_000_000_000_000_i64, Uuid::nil())),
         ] {
             assert!(Cursor::decode(raw).is_err(), "{raw:?} accepted");
         }
