@@ -257,8 +257,10 @@ impl Authenticator {
     }
 }
 
+/// The denylist records that a session ended, not why (a logout, or a refresh token used twice,
+/// which ends the whole family), so the answer claims neither.
 fn revoked() -> ApiError {
-    ApiError::unauthorized("access token was revoked by logout")
+    ApiError::unauthorized("access token was revoked: its session has ended")
 }
 
 impl TokenCache {
