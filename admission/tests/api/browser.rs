@@ -6,7 +6,10 @@
 //! waiting room reaches member-api and catalog-api only through the door's gateway: neither
 //! service allows the door's origin.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Result, ensure};
 use clap::Parser;
@@ -36,6 +39,17 @@ const LAPTOP: Viewport = Viewport {
 
 fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts")
+}
+
+/// Whether `file` among the artifacts is a PNG this run wrote (written at or after `since`): a
+/// screenshot left by an earlier run must not pass for this one's.
+fn png_written_since(file: &str, since: SystemTime) -> bool {
+    let path = artifacts().join(file);
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|modified| modified >= since);
+    let png = std::fs::read(&path).is_ok_and(|bytes| bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    fresh && png
 }
 
 /// Drives the waiting-room page like a buyer on a phone: log in, enter the sale (which opens a
@@ -137,11 +151,12 @@ async fn a_buyer_enters_waits_and_gets_an_order_in_the_waiting_room(db: PgPool) 
     let buyer: Uuid = signup["id"].as_str().unwrap().parse().unwrap();
     services.start_workers(&db).await;
 
+    let started = SystemTime::now();
     let page = Page::open("waiting-room", PHONE, artifacts()).await;
     let url = format!("{}/sales/{sale}", services.door);
     let outcome = wait_in_the_waiting_room(&page, &url).await;
     let outcome = page.finish(outcome).await;
-    assert!(artifacts().join("waiting-room.png").exists());
+    assert!(png_written_since("waiting-room.png", started));
     let order: Uuid = outcome.trim_start_matches("Order ").parse().unwrap();
     let (owner, ticket): (Uuid, Option<Uuid>) =
         sqlx::query_as("select member_id, ticket_id from orders where order_id = $1")
@@ -217,6 +232,7 @@ async fn the_admin_console_follows_a_running_spike(db: PgPool) {
         })
     };
 
+    let started = SystemTime::now();
     let page = Page::open("console", LAPTOP, artifacts()).await;
     let url = format!("{}/console?sale={sale}", services.catalog);
     let shown = watch_the_console(&page, &url).await;
@@ -227,7 +243,7 @@ async fn the_admin_console_follows_a_running_spike(db: PgPool) {
         shown.status, shown.served, shown.remaining, shown.points
     );
 
-    assert!(artifacts().join("console.png").exists());
+    assert!(png_written_since("console.png", started));
     assert!(shown.points >= 8, "{shown:?}");
     let served: u64 = shown.served.replace(',', "").parse().unwrap();
     assert!(served > 0, "the console saw tickets drained: {shown:?}");
