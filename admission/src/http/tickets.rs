@@ -198,10 +198,7 @@ pub(crate) async fn create_ticket(
                 challenge: challenge(),
             },
         )),
-        Entry::Ended => Err(rejected(
-            "ended",
-            ApiError::new(ProblemType::SaleEnded, "the sale is over"),
-        )),
+        Entry::Ended => Err(ended()),
         Entry::Unknown => Err(entrant.not_armed_or_unknown().await),
     }
 }
@@ -300,10 +297,7 @@ impl Entrant<'_> {
         .await;
         match over {
             Err(err) => err.into(),
-            Ok(Some(true)) => rejected(
-                "ended",
-                ApiError::new(ProblemType::SaleEnded, "the sale is over"),
-            ),
+            Ok(Some(true)) => ended(),
             // Redis lost the gate; the workers' reconciler re-arms it within seconds.
             Ok(Some(false)) => rejected(
                 "not_armed",
@@ -357,6 +351,15 @@ fn count(outcome: &'static str) {
 fn rejected(reason: &'static str, err: ApiError) -> ApiError {
     count(reason);
     err
+}
+
+/// The sale is over (ended or cancelled), whether its gate says so or PostgreSQL does once the
+/// gate has expired.
+fn ended() -> ApiError {
+    rejected(
+        "ended",
+        ApiError::new(ProblemType::SaleEnded, "the sale is over"),
+    )
 }
 
 fn ticket_response(status: StatusCode, body: TicketBody) -> Response {
