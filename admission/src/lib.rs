@@ -105,7 +105,7 @@ impl App {
             db: pool.clone(),
             auth: Arc::new(authenticator(
                 verifier,
-                Denylist::new(redis.clone(), keys.clone()),
+                Denylist::new(redis.clone(), keys.clone(), pool.clone()),
                 &config,
                 &keys,
                 &shutdown,

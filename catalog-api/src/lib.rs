@@ -58,7 +58,7 @@ impl App {
             keys: keys.clone(),
             auth: Arc::new(Authenticator::new(
                 verifier,
-                Denylist::new(redis.clone(), keys.clone()),
+                Denylist::new(redis.clone(), keys.clone(), pool.clone()),
             )),
             cache: ProductCache::new(
                 redis.clone(),

@@ -70,11 +70,12 @@ impl Isolation {
         self.key_dir.join("public.pem")
     }
 
-    /// Deletes this test's Redis keys, NATS streams and key files.
+    /// Deletes every Redis key of this test: what a `FLUSHALL` or a restart without
+    /// persistence does to it, without touching anyone else's keys.
     ///
     /// # Panics
-    /// When Redis or NATS cannot be reached, so a broken clean-up is visible.
-    pub async fn cleanup(&self) {
+    /// When Redis cannot be reached.
+    pub async fn lose_redis(&self) {
         let client = redis::Client::open(self.redis.redis_url.as_str()).expect("REDIS_URL");
         let mut conn = client
             .get_multiplexed_async_connection()
@@ -87,6 +88,14 @@ impl Isolation {
         if !keys.is_empty() {
             conn.del::<_, ()>(keys).await.expect("redis del");
         }
+    }
+
+    /// Deletes this test's Redis keys, NATS streams and key files.
+    ///
+    /// # Panics
+    /// When Redis or NATS cannot be reached, so a broken clean-up is visible.
+    pub async fn cleanup(&self) {
+        self.lose_redis().await;
         let nats = crate::nats::connect(&self.nats, "test-cleanup")
             .await
             .expect("nats connect");

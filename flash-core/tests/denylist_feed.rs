@@ -21,12 +21,14 @@ use flash_core::{
     redis_model::Keys,
 };
 use redis::AsyncCommands;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 struct Fixture {
     redis: redis::aio::ConnectionManager,
     keys: Keys,
+    db: PgPool,
     signer: JwtSigner,
     feed: DenylistFeed,
     auth: Authenticator,
@@ -63,7 +65,7 @@ async fn live_generation(feed: &DenylistFeed, not: Option<u64>) -> u64 {
 
 impl Fixture {
     /// A cached authenticator whose feed follows the Redis at `feed_url`.
-    async fn new(feed_url: &str) -> Self {
+    async fn new(feed_url: &str, db: PgPool) -> Self {
         let client = redis::Client::open(redis_url()).unwrap();
         let redis = client.get_connection_manager().await.unwrap();
         let keys = Keys::new(&format!("test:{}:", Uuid::new_v4()));
@@ -72,12 +74,16 @@ impl Fixture {
         let verifier = JwtVerifier::from_pem(pair.public_pem.as_bytes(), "iss", "aud").unwrap();
         let shutdown = CancellationToken::new();
         let feed = DenylistFeed::start(feed_url, &keys, shutdown.clone()).unwrap();
-        let auth = Authenticator::new(verifier, Denylist::new(redis.clone(), keys.clone()))
-            .with_cache(100)
-            .with_feed(feed.clone());
+        let auth = Authenticator::new(
+            verifier,
+            Denylist::new(redis.clone(), keys.clone(), db.clone()),
+        )
+        .with_cache(100)
+        .with_feed(feed.clone());
         Self {
             redis,
             keys,
+            db,
             signer,
             feed,
             auth,
@@ -121,9 +127,9 @@ fn revoked<T>(answer: Result<T, ApiError>) -> bool {
     )
 }
 
-#[tokio::test]
-async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_holds() {
-    let mut fx = Fixture::new(&redis_url()).await;
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_holds(db: PgPool) {
+    let mut fx = Fixture::new(&redis_url(), db).await;
     let before = pubsub_clients(&mut fx.redis).await;
     let first = live_generation(&fx.feed, None).await;
     let ours: Vec<String> = pubsub_clients(&mut fx.redis)
@@ -146,7 +152,7 @@ async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_hold
     // A logout through the denylist is announced, and the feed refuses the token.
     let (logged_out, claims) = fx.token();
     assert!(fx.auth.authenticate(&logged_out).await.is_ok());
-    Denylist::new(fx.redis.clone(), fx.keys.clone())
+    Denylist::new(fx.redis.clone(), fx.keys.clone(), fx.db.clone())
         .deny_token(claims.jti, claims.exp)
         .await
         .unwrap();
@@ -179,10 +185,10 @@ async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_hold
     fx.teardown(&[kept_claims.jti, claims.jti]).await;
 }
 
-#[tokio::test]
-async fn without_a_live_feed_a_remembered_token_is_rechecked_every_half_second() {
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn without_a_live_feed_a_remembered_token_is_rechecked_every_half_second(db: PgPool) {
     // A feed that can never subscribe: nothing listens on port 1.
-    let fx = Fixture::new("redis://127.0.0.1:1").await;
+    let fx = Fixture::new("redis://127.0.0.1:1", db).await;
     let (headers, claims) = fx.token();
     assert!(fx.auth.authenticate(&headers).await.is_ok());
     fx.deny_silently(claims.jti).await;

@@ -73,7 +73,11 @@ impl App {
             &config.jwt.jwt_audience,
             config.access_token_ttl_secs,
         )?;
-        let denylist = Denylist::new(redis.clone(), Keys::new(&config.redis.redis_key_prefix));
+        let denylist = Denylist::new(
+            redis.clone(),
+            Keys::new(&config.redis.redis_key_prefix),
+            pool.clone(),
+        );
         let passwords = password::Passwords::new(&config.argon2)?;
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             admin::ensure_admin(&pool, &passwords, email, password).await?;

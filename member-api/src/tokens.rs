@@ -8,7 +8,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
 use flash_core::{
-    auth::keys::JwtSigner,
+    auth::{Denylist, keys::JwtSigner},
     domain::{MemberId, Role},
 };
 use rand::RngCore;
@@ -81,6 +81,15 @@ pub(crate) async fn rotate(
 ) -> anyhow::Result<Refresh> {
     let hash = hash_token(raw);
     let mut tx = db.begin().await?;
+    let family: Option<Uuid> =
+        sqlx::query_scalar("select family_id from refresh_tokens where token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(family) = family else {
+        return Ok(Refresh::Invalid);
+    };
+    lock_family(&mut tx, family).await?;
     // INVARIANT: a refresh token is used at most once. The conditional update is atomic, so of
     // two concurrent refreshes with the same token exactly one gets the row.
     let used: Option<(Uuid, MemberId, Role)> = sqlx::query_as(
@@ -108,23 +117,42 @@ pub(crate) async fn rotate(
     let Some((family_id,)) = reused else {
         return Ok(Refresh::Invalid);
     };
-    revoke_family(&mut tx, family_id).await?;
-    tx.commit().await?;
     let deny_until = Utc::now() + Duration::seconds(signer.ttl_secs());
+    revoke_family(&mut tx, family_id, deny_until).await?;
+    tx.commit().await?;
     Ok(Refresh::Reused {
         family_id,
         deny_until,
     })
 }
 
-/// Revokes every refresh token of a session (logout, or reuse detected).
-pub(crate) async fn revoke_family(conn: &mut PgConnection, family_id: Uuid) -> sqlx::Result<()> {
+/// Ends a session (logout, or reuse detected): revokes every refresh token of its family and
+/// records that its access tokens are refused until `deny_until`. Run it inside a transaction,
+/// which holds the family's lock until it commits.
+pub(crate) async fn revoke_family(
+    conn: &mut PgConnection,
+    family_id: Uuid,
+    deny_until: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    lock_family(conn, family_id).await?;
     sqlx::query(
         "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
     )
     .bind(family_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    Denylist::record_ended_session(conn, family_id, deny_until.timestamp()).await
+}
+
+/// Takes the family's lock until the transaction ends. A refresh and a logout of one session
+/// take it before touching its tokens, so they run one after the other: without it, a logout's
+/// update could miss the token a concurrent refresh was inserting, which would stay live in
+/// the logged-out family. Each statement after the lock sees what the other committed.
+async fn lock_family(conn: &mut PgConnection, family_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(family_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

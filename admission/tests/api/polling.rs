@@ -207,7 +207,8 @@ async fn a_logged_out_token_is_refused_within_a_second_despite_the_cache(db: PgP
     .unwrap()
     .verify(&buyer.token)
     .unwrap();
-    let denylist = flash_core::auth::Denylist::new(app.redis.clone(), app.keys.clone());
+    let denylist =
+        flash_core::auth::Denylist::new(app.redis.clone(), app.keys.clone(), app.db.clone());
     denylist.deny_session(claims.sid, claims.exp).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
 

@@ -150,6 +150,12 @@ impl Keys {
         format!("{}deny:sid:{sid}", self.prefix)
     }
 
+    /// Present while the denylist in Redis is whole: gone with everything else when Redis loses
+    /// its keys, which tells the next check to refill the denylist from PostgreSQL.
+    pub fn denylist_whole(&self) -> String {
+        format!("{}deny:whole", self.prefix)
+    }
+
     /// The pub/sub channel on which every denial is announced as it is written, so a service
     /// that mirrors the denylist hears of a logout without asking Redis on each request.
     pub fn denylist_channel(&self) -> String {

@@ -8,6 +8,7 @@ use axum::{
     http::StatusCode,
     routing::post,
 };
+use chrono::{DateTime, Utc};
 use flash_core::{
     ApiError,
     auth::AuthMember,
@@ -16,6 +17,7 @@ use flash_core::{
     problem::ProblemBody,
 };
 use serde::Deserialize;
+use uuid::Uuid;
 
 use super::AppState;
 use crate::tokens::{self, Refresh, TokenPair};
@@ -136,11 +138,7 @@ pub(crate) async fn refresh(
         } => {
             tracing::warn!(%family_id, "refresh token reused; session revoked");
             metrics::counter!("flash_member_refresh_reuse_total").increment(1);
-            state
-                .auth
-                .denylist()
-                .deny_session(family_id, deny_until.timestamp())
-                .await?;
+            deny(&state, None, family_id, deny_until).await?;
             Err(ApiError::unauthorized(
                 "refresh token was already used; the session is revoked",
             ))
@@ -158,7 +156,7 @@ pub(crate) async fn refresh(
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "Missing, invalid, expired or logged-out token", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unavailable; the logout did not happen", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unavailable: the refresh token is already dead, but retry so the access token is refused at once", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(member_id = %member.member_id))]
@@ -167,12 +165,38 @@ pub(crate) async fn logout(
     member: AuthMember,
 ) -> Result<StatusCode, ApiError> {
     let claims = &member.claims;
-    let mut conn = state.db.acquire().await?;
-    tokens::revoke_family(&mut conn, claims.sid).await?;
-    let denylist = state.auth.denylist();
-    denylist.deny_token(claims.jti, claims.exp).await?;
     // Any other access token of this session was minted at most one TTL ago.
-    let session_until = chrono::Utc::now().timestamp() + state.signer.ttl_secs();
-    denylist.deny_session(claims.sid, session_until).await?;
+    let session_until = chrono::Utc::now() + chrono::Duration::seconds(state.signer.ttl_secs());
+    let mut tx = state.db.begin().await?;
+    tokens::revoke_family(&mut tx, claims.sid, session_until).await?;
+    tx.commit().await?;
+    deny(
+        &state,
+        Some((claims.jti, claims.exp)),
+        claims.sid,
+        session_until,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Puts an ended session (and the token that ended it, if any) on the Redis denylist. The
+/// session has already ended in PostgreSQL, so this runs on its own task: a client that hangs
+/// up now cannot leave Redis without a denial PostgreSQL has recorded.
+async fn deny(
+    state: &AppState,
+    token: Option<(Uuid, i64)>,
+    sid: Uuid,
+    until: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let denylist = state.auth.denylist().clone();
+    tokio::spawn(async move {
+        if let Some((jti, exp)) = token {
+            denylist.deny_token(jti, exp).await?;
+        }
+        denylist.deny_session(sid, until.timestamp()).await
+    })
+    .await
+    .map_err(|err| ApiError::Internal(anyhow::Error::from(err).context("denying the session")))?
+    .map_err(ApiError::from)
 }

@@ -72,10 +72,55 @@ async fn a_second_service_refuses_a_logged_out_token(db: PgPool) {
     app.teardown().await;
 }
 
+/// Redis losing every key (a restart without persistence, a `FLUSHALL`) must not bring a
+/// logged-out session back: PostgreSQL knows which sessions ended, and the denylist is rebuilt
+/// from it before any token is let through. The same goes for a session revoked because its
+/// refresh token was used twice.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_logout_outlives_redis_losing_everything(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let other = spawn_other_service(&app).await;
+    let client = reqwest::Client::new();
+    let (logged_out, _) = app.new_session().await;
+    let (reused, reused_refresh) = app.new_session().await;
+    let (kept, _) = app.new_session().await;
+    assert_eq!(
+        app.post_bearer("/auth/logout", &logged_out).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let refresh = json!({"refresh_token": reused_refresh});
+    assert_eq!(
+        app.post_json("/auth/refresh", &refresh).await.status(),
+        StatusCode::OK
+    );
+    problem(
+        app.post_json("/auth/refresh", &refresh).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    app.iso.lose_redis().await;
+
+    for token in [&logged_out, &reused] {
+        problem(app.get_me(token).await, StatusCode::UNAUTHORIZED).await;
+        let elsewhere = client.get(&other).bearer_auth(token).send().await.unwrap();
+        problem(elsewhere, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(app.get_me(&kept).await.status(), StatusCode::OK);
+    app.iso.lose_redis().await;
+    let elsewhere = client.get(&other).bearer_auth(&kept).send().await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+    app.teardown().await;
+}
+
 async fn spawn_other_service(app: &TestApp) -> String {
     let verifier = JwtVerifier::from_args(&app.config.jwt).unwrap();
     let redis = flash_core::redis::connect(&app.iso.redis).await.unwrap();
-    let denylist = Denylist::new(redis, Keys::new(&app.iso.redis.redis_key_prefix));
+    let denylist = Denylist::new(
+        redis,
+        Keys::new(&app.iso.redis.redis_key_prefix),
+        app.db.clone(),
+    );
     let auth = Arc::new(Authenticator::new(verifier, denylist));
     let router = Router::new()
         .route(

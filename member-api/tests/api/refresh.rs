@@ -113,3 +113,41 @@ async fn unknown_or_expired_refresh_tokens_get_401(db: PgPool) {
     .await;
     app.teardown().await;
 }
+
+/// A refresh racing a logout of the same session: whichever wins, no refresh token of the
+/// logged-out session works afterwards (before the family lock, the logout's update could miss
+/// the token the refresh was inserting, which then stayed live).
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_refresh_racing_a_logout_leaves_no_live_refresh_token(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let mut refreshed_first = 0;
+    for _ in 0..40 {
+        let (access, refresh_token) = app.new_session().await;
+        let (rotated, logged_out) = tokio::join!(
+            refresh(&app, &refresh_token),
+            app.post_bearer("/auth/logout", &access)
+        );
+        assert_eq!(logged_out.status(), StatusCode::NO_CONTENT);
+        if rotated.status() != StatusCode::OK {
+            problem(rotated, StatusCode::UNAUTHORIZED).await;
+            continue;
+        }
+        refreshed_first += 1;
+        let pair: Value = rotated.json().await.unwrap();
+        let next = pair["refresh_token"].as_str().unwrap();
+        problem(refresh(&app, next).await, StatusCode::UNAUTHORIZED).await;
+    }
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from refresh_tokens t join ended_sessions e on e.session_id = t.family_id
+         where t.revoked_at is null",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(live, 0, "live refresh tokens in ended sessions");
+    assert!(
+        refreshed_first > 0,
+        "no refresh ever won the race; the test proves nothing"
+    );
+    app.teardown().await;
+}

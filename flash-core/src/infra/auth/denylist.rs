@@ -1,5 +1,11 @@
 //! The Redis denylist of logged-out access tokens, and a feed that mirrors it in memory.
 //!
+//! PostgreSQL's `ended_sessions` is the truth of which sessions ended; Redis holds a copy that
+//! every request can ask in one round trip. A marker key says the copy is whole: Redis that
+//! lost its keys (a restart without persistence, a `FLUSHALL`) has lost the marker too, and the
+//! first check that notices refills the copy from PostgreSQL before it answers. A logout is
+//! never undone by Redis forgetting it.
+//!
 //! Every denial is written and announced on a pub/sub channel in one `MULTI`. A service that
 //! follows the channel ([`DenylistFeed`]) learns of a logout as it happens, so it can trust a
 //! token it checked earlier without asking Redis again on every request: the front door's
@@ -18,18 +24,23 @@ use std::{
 
 use anyhow::Context;
 use futures::StreamExt;
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Claims;
-use crate::redis_model::Keys;
+use crate::{problem::ApiError, redis_model::Keys};
 
-/// The Redis denylist of logged-out access tokens.
+/// The Redis denylist of logged-out access tokens, refilled from PostgreSQL when Redis lost it.
 #[derive(Clone)]
 pub struct Denylist {
     redis: ConnectionManager,
     keys: Keys,
+    db: PgPool,
+    /// One refill at a time per process: a Redis that lost everything at 10:00 is refilled once,
+    /// not by every request that noticed.
+    refilling: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a denial names: one token, or every token of a login session.
@@ -63,9 +74,43 @@ impl Denied {
 }
 
 impl Denylist {
-    /// A denylist stored in `redis` under `keys`' prefix.
-    pub fn new(redis: ConnectionManager, keys: Keys) -> Self {
-        Self { redis, keys }
+    /// A denylist stored in `redis` under `keys`' prefix, whose ended sessions PostgreSQL
+    /// (`db`) keeps.
+    pub fn new(redis: ConnectionManager, keys: Keys, db: PgPool) -> Self {
+        Self {
+            redis,
+            keys,
+            db,
+            refilling: Arc::default(),
+        }
+    }
+
+    /// Records in PostgreSQL that session `sid` ended and its access tokens are refused until
+    /// `until` (Unix seconds). Call it in the transaction that ends the session, then
+    /// [`Self::deny_session`]: the record is what survives Redis losing its copy.
+    ///
+    /// # Errors
+    /// When PostgreSQL fails; the session has then not ended.
+    pub async fn record_ended_session(
+        conn: &mut PgConnection,
+        sid: Uuid,
+        until: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "insert into ended_sessions (session_id, denied_until) values ($1, 'epoch'::timestamptz + $2 * interval '1 second')
+             on conflict (session_id) do update
+             set denied_until = greatest(ended_sessions.denied_until, excluded.denied_until)",
+        )
+        .bind(sid)
+        .bind(until)
+        .execute(&mut *conn)
+        .await?;
+        // Each ending sweeps what expired since the last one, so the table stays as small as
+        // the number of sessions that ended within one access-token lifetime.
+        sqlx::query("delete from ended_sessions where denied_until < now() - interval '1 minute'")
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// Refuses the token with `jti` until `expires_at` (Unix seconds), after which its own
@@ -89,9 +134,7 @@ impl Denylist {
     }
 
     async fn deny(&self, key: String, denied: Denied, until: i64) -> redis::RedisResult<()> {
-        let now = chrono::Utc::now().timestamp();
-        // Keep the entry a little past expiry to cover the verifier's clock leeway.
-        let ttl = u64::try_from(until - now).unwrap_or(0) + 10;
+        let ttl = ttl_until(until, chrono::Utc::now().timestamp());
         let mut redis = self.redis.clone();
         // One transaction: whoever reads the key after it is written also hears the news.
         redis::pipe()
@@ -104,19 +147,76 @@ impl Denylist {
             .await
     }
 
-    /// Whether the token (by `jti`) or its session (by `sid`) was logged out; one round trip.
+    /// Whether the token (by `jti`) or its session (by `sid`) was logged out; one round trip,
+    /// unless Redis turns out to have lost the denylist, which is then refilled first.
     ///
     /// # Errors
-    /// When Redis is unreachable; callers fail closed (503), never open.
-    pub async fn is_denied(&self, claims: &Claims) -> redis::RedisResult<bool> {
-        let mut redis = self.redis.clone();
+    /// When Redis is unreachable, or PostgreSQL during a refill; callers fail closed (503),
+    /// never open.
+    pub async fn is_denied(&self, claims: &Claims) -> Result<bool, ApiError> {
         let keys = [
             self.keys.denied_token(claims.jti),
             self.keys.denied_session(claims.sid),
         ];
-        let found: u32 = redis.exists(&keys).await?;
+        let (found, whole) = self.ask(&keys).await?;
+        if whole {
+            return Ok(found > 0);
+        }
+        self.refill().await?;
+        let (found, _) = self.ask(&keys).await?;
         Ok(found > 0)
     }
+
+    /// How many of `keys` exist, and whether the denylist is whole (its marker is there).
+    async fn ask(&self, keys: &[String]) -> redis::RedisResult<(u32, bool)> {
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .exists(keys)
+            .exists(self.keys.denylist_whole())
+            .query_async(&mut redis)
+            .await
+    }
+
+    /// Copies every live ended session from PostgreSQL into Redis, with the marker that says
+    /// the copy is whole, in one transaction: a Redis that loses its keys again loses both.
+    async fn refill(&self) -> Result<(), ApiError> {
+        let _only_one = self.refilling.lock().await;
+        let mut redis = self.redis.clone();
+        let whole: bool = redis::cmd("EXISTS")
+            .arg(self.keys.denylist_whole())
+            .query_async(&mut redis)
+            .await?;
+        if whole {
+            return Ok(());
+        }
+        let ended: Vec<(Uuid, i64)> = sqlx::query_as(
+            "select session_id, extract(epoch from denied_until)::bigint from ended_sessions
+             where denied_until > now()",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let now = chrono::Utc::now().timestamp();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (sid, until) in &ended {
+            pipe.set_ex(self.keys.denied_session(*sid), 1u8, ttl_until(*until, now))
+                .ignore();
+        }
+        pipe.set(self.keys.denylist_whole(), 1u8).ignore();
+        pipe.query_async::<()>(&mut redis).await?;
+        tracing::warn!(
+            sessions = ended.len(),
+            "the Redis denylist was lost; refilled it from PostgreSQL"
+        );
+        metrics::counter!("flash_auth_denylist_refills_total").increment(1);
+        Ok(())
+    }
+}
+
+/// Seconds a denial lasts: to `until`, and a little past it to cover the verifier's clock
+/// leeway.
+fn ttl_until(until: i64, now: i64) -> u64 {
+    u64::try_from(until - now).unwrap_or(0) + 10
 }
 
 /// How often the feed proves its subscription alive with a `PING` on it.
