@@ -54,6 +54,15 @@ pub struct Config {
     /// Longest `GET /tickets/{id}?wait=` may hold a request, in seconds.
     #[arg(long, env = "LONG_POLL_MAX_SECS", default_value_t = 25)]
     pub long_poll_max_secs: u64,
+    /// Long-polls waiting at once in this process. They hold no in-flight place (entries keep
+    /// theirs) and outlast the request timeout by up to `LONG_POLL_MAX_SECS`; past this bound a
+    /// poll answers at once instead of waiting.
+    #[arg(long, env = "LONG_POLLS_MAX", default_value_t = 50_000)]
+    pub long_polls_max: usize,
+    /// Long-polls one member may hold waiting at once (a few tabs); past it a poll answers at
+    /// once instead of waiting.
+    #[arg(long, env = "LONG_POLLS_PER_MEMBER", default_value_t = 4)]
+    pub long_polls_per_member: usize,
     /// How often this process looks for started sales whose pre-queue is to be drawn and
     /// released (one process releases each sale).
     #[arg(long, env = "DRAW_INTERVAL_MS", default_value_t = 200)]

@@ -12,6 +12,7 @@ mod gate;
 mod gateway;
 mod http;
 mod limits;
+mod long_polls;
 mod pipelined;
 mod pow;
 mod queue;
@@ -121,7 +122,7 @@ impl App {
             queue: queue.clone(),
             limits: Arc::clone(&limits),
             queue_max_depth: config.queue_max_depth,
-            long_poll_max_secs: config.long_poll_max_secs,
+            long_polls: long_polls::MemberLongPolls::new(config.long_polls_per_member),
             client_address,
             waiting_room: http::waiting_room_page()?,
         });
@@ -134,6 +135,11 @@ impl App {
             gateway::router(Arc::clone(&gateway)),
             readiness,
             &config.http,
+            flash_core::http::LongPolls {
+                route: http::LONG_POLL_ROUTE,
+                max_wait: Duration::from_secs(config.long_poll_max_secs),
+                max_waiting: config.long_polls_max,
+            },
         );
         let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
         Ok(Self {

@@ -3,6 +3,7 @@
 mod tickets;
 mod waiting_room;
 
+pub(crate) use tickets::LONG_POLL_ROUTE;
 pub(crate) use waiting_room::waiting_room_page;
 
 use std::sync::Arc;
@@ -11,13 +12,16 @@ use axum::{Router, extract::FromRef, routing::get};
 use flash_core::{
     auth::Authenticator,
     config::HttpArgs,
-    http::{BearerSecurity, Readiness},
+    http::{BearerSecurity, LongPolls, Readiness},
     problem::{FieldError, ProblemBody},
 };
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
-use crate::{client_address::ClientAddress, gate::Gate, limits::EntryLimits, queue::Queue};
+use crate::{
+    client_address::ClientAddress, gate::Gate, limits::EntryLimits, long_polls::MemberLongPolls,
+    queue::Queue,
+};
 
 /// What every handler can reach: one shared [`Shared`] behind an `Arc`, because axum clones
 /// the state for every request and the door's parts (scripts, key prefixes, the JetStream
@@ -47,7 +51,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Queue,
     pub(crate) limits: Arc<EntryLimits>,
     pub(crate) queue_max_depth: u64,
-    pub(crate) long_poll_max_secs: u64,
+    /// Each member's waiting long-polls.
+    pub(crate) long_polls: Arc<MemberLongPolls>,
     pub(crate) waiting_room: Arc<flash_core::page::HtmlPage>,
     /// Who the client is, for the per-address entry limit.
     pub(crate) client_address: ClientAddress,
@@ -66,13 +71,18 @@ pub(crate) fn router(
     gateway: Router,
     readiness: Readiness,
     http: &HttpArgs,
+    long_polls: LongPolls,
 ) -> Router {
     let api = tickets::router()
         .merge(waiting_room::router())
         .route("/openapi.json", get(openapi_json))
         .with_state(state)
         .merge(gateway);
-    flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
+    flash_core::http::with_middleware_and_long_polls(
+        api.merge(flash_core::http::ops_router(readiness)),
+        http,
+        long_polls,
+    )
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

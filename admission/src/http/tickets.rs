@@ -3,7 +3,7 @@
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{ConnectInfo, FromRequestParts, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
@@ -15,6 +15,7 @@ use flash_core::{
     auth::AuthMember,
     domain::{MemberId, OrderStatus, TicketStatus},
     extract::{Json, Path, Query},
+    http::LongPollGrant,
     jobs::TicketMessage,
     nats::PublishError,
     problem::ProblemBody,
@@ -30,8 +31,12 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/sales/{id}/tickets", post(create_ticket))
         .route("/sales/{id}/tickets/mine", get(my_ticket))
-        .route("/tickets/{id}", get(get_ticket))
+        .route(LONG_POLL_ROUTE, get(get_ticket))
 }
+
+/// The waiting room's poll, the door's one route that may wait (`?wait=N`) past the request
+/// timeout.
+pub(crate) const LONG_POLL_ROUTE: &str = "/tickets/{id}";
 
 /// How often a long-poll re-reads the ticket.
 const LONG_POLL_STEP: Duration = Duration::from_millis(250);
@@ -456,8 +461,18 @@ pub(crate) async fn get_ticket(
     IfNoneMatch(known): IfNoneMatch,
     Path(ticket): Path<Uuid>,
     Query(poll): Query<Poll>,
+    grant: Option<Extension<LongPollGrant>>,
 ) -> Result<Response, ApiError> {
-    let wait = Duration::from_secs(poll.wait.unwrap_or(0).min(state.long_poll_max_secs));
+    // A poll may wait only when the edge granted it a waiting place and its member holds
+    // fewer than their bound; otherwise it answers at once, like `wait=0`.
+    let asked = Duration::from_secs(poll.wait.unwrap_or(0));
+    let held = grant
+        .filter(|_| !asked.is_zero())
+        .and_then(|Extension(grant)| {
+            let held = state.long_polls.hold(member.member_id)?;
+            Some((grant.max_wait.min(asked), held))
+        });
+    let wait = held.as_ref().map_or(Duration::ZERO, |(wait, _)| *wait);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let body = load_ticket(&state, ticket, &member).await?;
@@ -465,14 +480,15 @@ pub(crate) async fn get_ticket(
         if known.as_deref() != Some(etag.as_str()) {
             return Ok(ticket_response(StatusCode::OK, body));
         }
-        if body.poll_after_ms.is_none() || tokio::time::Instant::now() + LONG_POLL_STEP > deadline {
+        let now = tokio::time::Instant::now();
+        if body.poll_after_ms.is_none() || now >= deadline {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(value) = HeaderValue::from_str(&etag) {
                 response.headers_mut().insert(header::ETAG, value);
             }
             return Ok(response);
         }
-        tokio::time::sleep(LONG_POLL_STEP).await;
+        tokio::time::sleep(LONG_POLL_STEP.min(deadline - now)).await;
     }
 }
 

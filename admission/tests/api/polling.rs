@@ -301,3 +301,77 @@ async fn a_ticket_from_one_door_is_polled_at_another(db: PgPool) {
     problem(not_theirs, StatusCode::NOT_FOUND).await;
     app.teardown().await;
 }
+
+/// The waiting room long-polls `wait=20` while the request timeout is 10 s: a long-poll must
+/// end in 304 after its wait, not in the timeout's 503; waiting polls must not take the
+/// in-flight places entries need; and one member cannot hold more than a few at once (the
+/// rest answer at once instead of waiting).
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn long_polls_outlast_the_request_timeout_and_leave_entries_their_places(db: PgPool) {
+    let app = TestApp::spawn_with(db, |config| {
+        config.http.http_request_timeout_ms = 1_000;
+        config.http.http_max_in_flight = 4;
+        config.long_polls_per_member = 2;
+    })
+    .await;
+    let sale = app.arm(100, Utc::now() - Duration::seconds(1)).await;
+    let mut waiting = Vec::new();
+    for _ in 0..6 {
+        let buyer = app.buyer();
+        let entered = json(app.enter(sale, &buyer).await, StatusCode::ACCEPTED).await;
+        let ticket = entered["ticket_id"].as_str().unwrap().to_owned();
+        let etag = app.poll(&ticket, &buyer, "", None).await.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        waiting.push((buyer, ticket, etag));
+    }
+    let started = std::time::Instant::now();
+    let polls: Vec<_> = waiting
+        .iter()
+        .map(|(buyer, ticket, etag)| app.poll(ticket, buyer, "?wait=2", Some(etag)))
+        .collect();
+    let polls = futures::future::join_all(polls);
+    let entries = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let buyer = app.buyer();
+        app.enter(sale, &buyer).await.status()
+    };
+    let (polls, entry) = tokio::join!(polls, entries);
+    assert_eq!(
+        entry,
+        StatusCode::ACCEPTED,
+        "six waiting polls left no place for an entry"
+    );
+    for poll in polls {
+        assert_eq!(poll.status(), StatusCode::NOT_MODIFIED);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "the polls did not wait: {waited:?}"
+    );
+
+    // One member with one token: two polls wait, the third answers at once.
+    let (buyer, ticket, etag) = &waiting[0];
+    let held: Vec<_> = (0..2)
+        .map(|_| app.poll(ticket, buyer, "?wait=2", Some(etag)))
+        .collect();
+    let held = futures::future::join_all(held);
+    let third = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let asked = std::time::Instant::now();
+        let answer = app.poll(ticket, buyer, "?wait=2", Some(etag)).await;
+        (answer.status(), asked.elapsed())
+    };
+    let (held, (third, third_took)) = tokio::join!(held, third);
+    assert_eq!(third, StatusCode::NOT_MODIFIED);
+    assert!(
+        third_took < std::time::Duration::from_secs(1),
+        "a member's third long-poll waited {third_took:?}"
+    );
+    for poll in held {
+        assert_eq!(poll.status(), StatusCode::NOT_MODIFIED);
+    }
+    app.teardown().await;
+}

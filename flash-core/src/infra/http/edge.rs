@@ -49,6 +49,31 @@ struct Limits {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     timeout: Duration,
+    long_polls: Option<LongPolls>,
+    /// Long-polls waiting now, counted apart from `in_flight`.
+    waiting: AtomicUsize,
+}
+
+/// A route whose requests may wait for a change (`?wait=N`, N > 0) longer than the request
+/// timeout allows. Up to `max_waiting` of them at once run outside the in-flight limit, with
+/// the timeout stretched by `max_wait`, and are told so by a [`LongPollGrant`] among the
+/// request's extensions; the rest are ordinary requests, and their handler must not wait.
+#[derive(Debug, Clone)]
+pub struct LongPolls {
+    /// The route template, as routed (`/tickets/{id}`).
+    pub route: &'static str,
+    /// The longest a granted request may wait.
+    pub max_wait: Duration,
+    /// Granted requests waiting at once in this process.
+    pub max_waiting: usize,
+}
+
+/// Put among a long-poll's extensions when it may wait up to `max_wait`: it holds no in-flight
+/// place, and the timeout leaves it that long.
+#[derive(Debug, Clone, Copy)]
+pub struct LongPollGrant {
+    /// The longest the request may wait before it answers.
+    pub max_wait: Duration,
 }
 
 impl EdgeLayer {
@@ -56,13 +81,19 @@ impl EdgeLayer {
     /// queueing without bound), each for at most `timeout` (then 503).
     /// Installs the metrics recorder first: a histogram handle taken before it would record
     /// nowhere, and handles are kept.
-    pub(super) fn new(max_in_flight: usize, timeout: Duration) -> Self {
+    pub(super) fn new(
+        max_in_flight: usize,
+        timeout: Duration,
+        long_polls: Option<LongPolls>,
+    ) -> Self {
         crate::telemetry::metrics_handle();
         Self {
             limits: Arc::new(Limits {
                 in_flight: AtomicUsize::new(0),
                 max_in_flight,
                 timeout,
+                long_polls,
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -112,18 +143,31 @@ where
         let method = method_label(request.method());
         let route = request.extensions().get::<MatchedPath>().cloned();
         let label = RequestLabel::new(request.uri().clone(), request_id.clone());
+        let waiting = Waiting::enter(&self.limits, &request, route.as_ref());
+        if let Some(waiting) = &waiting {
+            request.extensions_mut().insert(waiting.grant);
+        }
         // Calling here, not inside the future, spares a clone of the routes beneath for every
         // request; futures are lazy, so a request turned away below has done no work. A panic
         // in `call` itself is caught as one in the future is.
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)));
         let limits = Arc::clone(&self.limits);
         let served = async move {
-            let mut response = match (InFlight::enter(&limits), called) {
+            // A granted long-poll holds its waiting place instead of an in-flight one.
+            let place = match &waiting {
+                Some(_) => Some(None),
+                None => InFlight::enter(&limits).map(Some),
+            };
+            let timeout = limits.timeout
+                + waiting
+                    .as_ref()
+                    .map_or(Duration::ZERO, |w| w.grant.max_wait);
+            let mut response = match (place, called) {
                 (None, _) => overloaded(),
-                (Some(_slot), Err(_panic)) => panicked(),
-                (Some(_slot), Ok(future)) => {
+                (Some(_place), Err(_panic)) => panicked(),
+                (Some(_place), Ok(future)) => {
                     let guarded = AssertUnwindSafe(future).catch_unwind();
-                    match tokio::time::timeout(limits.timeout, guarded).await {
+                    match tokio::time::timeout(timeout, guarded).await {
                         Ok(Ok(Ok(response))) => response,
                         Ok(Ok(Err(never))) => match never {},
                         Ok(Err(_panic)) => panicked(),
@@ -131,6 +175,7 @@ where
                     }
                 }
             };
+            drop(waiting);
             response.headers_mut().insert(REQUEST_ID, request_id);
             let latency = started.elapsed();
             let status = response.status();
@@ -162,6 +207,49 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A waiting long-poll's place, given back when dropped.
+struct Waiting {
+    limits: Arc<Limits>,
+    grant: LongPollGrant,
+}
+
+impl Waiting {
+    /// A place for `request` when it is a long-poll (`wait` > 0 on the long-poll route) and
+    /// fewer than the most allowed are waiting.
+    fn enter(limits: &Arc<Limits>, request: &Request, route: Option<&MatchedPath>) -> Option<Self> {
+        let long_polls = limits.long_polls.as_ref()?;
+        if route.map(MatchedPath::as_str) != Some(long_polls.route)
+            || !asks_to_wait(request.uri().query())
+        {
+            return None;
+        }
+        let before = limits.waiting.fetch_add(1, Ordering::AcqRel);
+        let place = Self {
+            limits: Arc::clone(limits),
+            grant: LongPollGrant {
+                max_wait: long_polls.max_wait,
+            },
+        };
+        (before < long_polls.max_waiting).then_some(place)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.limits.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a query asks to wait: a `wait` parameter other than 0.
+fn asks_to_wait(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query.split('&').any(|pair| {
+            pair.strip_prefix("wait=")
+                .is_some_and(|n| !n.is_empty() && n.bytes().any(|b| b != b'0'))
+        })
+    })
 }
 
 /// A fresh id for a request that came without one.
@@ -338,6 +426,22 @@ mod tests {
         // The panicked request gave its one in-flight place back.
         let next = app.oneshot(get_request("/edge/fine")).await.unwrap();
         assert_eq!(next.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn only_a_nonzero_wait_asks_to_wait() {
+        for (query, waits) in [
+            (None, false),
+            (Some(""), false),
+            (Some("wait="), false),
+            (Some("wait=0"), false),
+            (Some("wait=000"), false),
+            (Some("await=5"), false),
+            (Some("wait=20"), true),
+            (Some("a=1&wait=05"), true),
+        ] {
+            assert_eq!(asks_to_wait(query), waits, "{query:?}");
+        }
     }
 
     #[tokio::test]

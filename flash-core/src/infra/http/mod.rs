@@ -4,6 +4,8 @@
 mod cors;
 mod edge;
 
+pub use edge::{LongPollGrant, LongPolls};
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -61,12 +63,26 @@ pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-re
 /// and a request clones each box, and everything inside it, on its way in. Three calls made a
 /// waiting-room poll clone ten boxes; one makes it clone three.
 pub fn with_middleware(router: Router, args: &HttpArgs) -> Router {
+    layered(router, args, None)
+}
+
+/// [`with_middleware`], with one route whose requests may wait past the request timeout
+/// without taking an in-flight place (see [`LongPolls`]).
+pub fn with_middleware_and_long_polls(
+    router: Router,
+    args: &HttpArgs,
+    long_polls: LongPolls,
+) -> Router {
+    layered(router, args, Some(long_polls))
+}
+
+fn layered(router: Router, args: &HttpArgs, long_polls: Option<LongPolls>) -> Router {
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer((
             cors::OriginGatedLayer::new(cors(&args.cors_allowed_origins)),
-            edge::EdgeLayer::new(args.http_max_in_flight, args.request_timeout()),
+            edge::EdgeLayer::new(args.http_max_in_flight, args.request_timeout(), long_polls),
             DefaultBodyLimit::max(args.http_body_limit_bytes),
         ))
 }
