@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use flash_core::config::{HttpArgs, JwtVerifyArgs, LogArgs, NatsArgs, PgArgs, RedisArgs};
+use flash_core::{
+    client_address::ClientAddressArgs,
+    config::{HttpArgs, JwtVerifyArgs, LogArgs, NatsArgs, PgArgs, RedisArgs},
+};
 
 /// Everything the front door reads at start-up.
 #[derive(clap::Parser, Debug, Clone)]
@@ -72,11 +75,9 @@ pub struct Config {
     /// carrier NAT) before setting it low.
     #[arg(long, env = "ENTRY_RATE_PER_ADDRESS_PER_MIN", default_value_t = 0)]
     pub entry_rate_per_address_per_min: u32,
-    /// Header a trusted balancer puts the client's address in (e.g. `x-forwarded-for`; its
-    /// first entry counts); unset = the connection's peer address. Never set it when clients
-    /// reach this process directly: they could claim any address.
-    #[arg(long, env = "CLIENT_ADDRESS_HEADER")]
-    pub client_address_header: Option<String>,
+    /// Who the client is behind a balancer (`CLIENT_ADDRESS_HEADER`, `TRUSTED_PROXIES`).
+    #[command(flatten)]
+    pub client_address: ClientAddressArgs,
 }
 
 /// The gateway: the door also forwards member-api's and catalog-api's routes, so a browser or

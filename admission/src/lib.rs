@@ -5,7 +5,6 @@
 //! awaited: a 202 means the ticket is durably queued. `GET /tickets/{id}` is the waiting room's
 //! poll. PostgreSQL is consulted only when Redis lost something.
 
-mod client_address;
 pub mod config;
 mod draw;
 mod gate;
@@ -23,6 +22,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flash_core::{
     auth::{Authenticator, Denylist, DenylistFeed, JwtVerifier},
+    client_address::ClientAddress,
     http::{Readiness, Server},
     nats::Subjects,
     redis_model::Keys,
@@ -95,8 +95,7 @@ impl App {
             config.entry_rate_per_member_per_min,
             config.entry_rate_per_address_per_min,
         ));
-        let client_address =
-            client_address::ClientAddress::from_setting(config.client_address_header.as_deref())?;
+        let client_address = ClientAddress::from_args(&config.client_address)?;
         let gateway = Arc::new(gateway::Gateway::new(
             &config.gateway,
             &config.http,

@@ -25,7 +25,8 @@ pub mod redis_model;
 pub mod testing;
 
 pub use infra::{
-    auth, config, db, extract, http, nats, page, pagination, problem, redis, shutdown, telemetry,
+    auth, client_address, config, db, extract, http, nats, page, pagination, problem, redis,
+    shutdown, telemetry,
 };
 pub use problem::{ApiError, ProblemType};
 pub use rules::{jobs, outbox, prequeue, restock, sale_events};

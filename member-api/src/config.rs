@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use flash_core::config::{HttpArgs, JwtVerifyArgs, LogArgs, NatsArgs, PgArgs, RedisArgs};
+use flash_core::{
+    client_address::ClientAddressArgs,
+    config::{HttpArgs, JwtVerifyArgs, LogArgs, NatsArgs, PgArgs, RedisArgs},
+};
 use secrecy::SecretString;
 
 /// Everything member-api reads at start-up.
@@ -30,6 +33,11 @@ pub struct Config {
     /// HTTP limits.
     #[command(flatten)]
     pub http: HttpArgs,
+
+    /// Who the client is behind the door or a balancer (`CLIENT_ADDRESS_HEADER`,
+    /// `TRUSTED_PROXIES`): the login limit per address counts buyers, not the door.
+    #[command(flatten)]
+    pub client_address: ClientAddressArgs,
     /// Log format.
     #[command(flatten)]
     pub log: LogArgs,

@@ -17,6 +17,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use flash_core::{
     auth::{Authenticator, Denylist, JwtVerifier, keys::JwtSigner},
+    client_address::ClientAddress,
     http::{Readiness, Server},
     nats::Subjects,
     redis_model::Keys,
@@ -90,6 +91,7 @@ impl App {
             signer: Arc::new(signer),
             passwords,
             limits: Arc::clone(&limits),
+            client_address: ClientAddress::from_args(&config.client_address)?,
             jetstream,
             subjects: Subjects::new(&config.nats.nats_subject_prefix),
             refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs),

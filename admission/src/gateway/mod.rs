@@ -25,7 +25,9 @@ use hyper_util::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{client_address::ClientAddress, config::GatewayArgs};
+use flash_core::client_address::ClientAddress;
+
+use crate::config::GatewayArgs;
 use forward::{Origin, Upstream};
 
 /// Idle pooled connections are closed after this long, before a typical upstream or
@@ -137,7 +139,7 @@ impl Gateway {
         let upstream = self.upstream(group);
         let origin = Origin {
             peer: peer.ip(),
-            behind_balancer: self.client_address.behind_balancer(),
+            behind_balancer: self.client_address.trusts(peer.ip()),
         };
         let request = forward::upstream_request(request, upstream, origin, self.body_limit)?;
         match tokio::time::timeout(self.upstream_timeout, self.client.request(request)).await {

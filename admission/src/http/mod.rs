@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::{Router, extract::FromRef, routing::get};
 use flash_core::{
     auth::Authenticator,
+    client_address::ClientAddress,
     config::HttpArgs,
     http::{BearerSecurity, LongPolls, Readiness},
     problem::{FieldError, ProblemBody},
@@ -18,10 +19,7 @@ use flash_core::{
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
-use crate::{
-    client_address::ClientAddress, gate::Gate, limits::EntryLimits, long_polls::MemberLongPolls,
-    queue::Queue,
-};
+use crate::{gate::Gate, limits::EntryLimits, long_polls::MemberLongPolls, queue::Queue};
 
 /// What every handler can reach: one shared [`Shared`] behind an `Arc`, because axum clones
 /// the state for every request and the door's parts (scripts, key prefixes, the JetStream

@@ -83,7 +83,8 @@ async fn a_sale_with_proof_of_work_admits_only_solved_entries(db: PgPool) {
 async fn one_address_entering_many_accounts_is_limited(db: PgPool) {
     let app = TestApp::spawn_with(db, |config| {
         config.entry_rate_per_address_per_min = 3;
-        config.client_address_header = Some("x-forwarded-for".into());
+        config.client_address.client_address_header = Some("x-forwarded-for".into());
+        config.client_address.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
     let sale = app.arm(100, Utc::now() - Duration::seconds(1)).await;

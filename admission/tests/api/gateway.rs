@@ -400,7 +400,8 @@ async fn each_route_group_has_its_own_rate_limit_per_client_address(db: PgPool) 
     let (members, catalog) = (Echo::start("members").await, Echo::start("catalog").await);
     let app = door(db, &members.url, &catalog.url, |config| {
         config.gateway.gateway_auth_rate_per_address_per_min = 2;
-        config.client_address_header = Some("x-forwarded-for".into());
+        config.client_address.client_address_header = Some("x-forwarded-for".into());
+        config.client_address.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
     let login = |address: &'static str| {

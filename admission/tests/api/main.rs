@@ -8,6 +8,7 @@ mod stack;
 mod webdriver;
 
 mod browser;
+mod client_addresses;
 mod entry;
 mod friction;
 mod gateway;

@@ -35,6 +35,15 @@ pub(crate) struct Services {
 
 impl Services {
     pub(crate) async fn start(db: &PgPool) -> Self {
+        Self::start_with(db, |_| {}, |_| {}).await
+    }
+
+    /// [`Self::start`], with member-api's and the door's settings tweaked first.
+    pub(crate) async fn start_with(
+        db: &PgPool,
+        tweak_members: impl FnOnce(&mut member_api::Config),
+        tweak_door: impl FnOnce(&mut admission::Config),
+    ) -> Self {
         let iso = Isolation::new();
         let (members, catalog) = (free_port(), free_port());
         let catalog_origin = format!("http://127.0.0.1:{catalog}");
@@ -52,6 +61,11 @@ impl Services {
         // Only the admin console (catalog-api's page) calls member-api from another origin; the
         // waiting room goes through the door's gateway.
         member_config.http.cors_allowed_origins = vec![catalog_origin.clone()];
+        // As deployed: member-api sits behind the door, whose `X-Forwarded-For` names the
+        // buyer.
+        member_config.client_address.client_address_header = Some("x-forwarded-for".into());
+        member_config.client_address.trusted_proxies = vec!["127.0.0.1".into()];
+        tweak_members(&mut member_config);
         let member_app = member_api::App::build_with(member_config, db.clone(), shutdown.clone())
             .await
             .unwrap();
@@ -80,6 +94,7 @@ impl Services {
         door_config.jwt.jwt_public_key = iso.public_key_path();
         door_config.gateway.member_upstream_url = format!("http://127.0.0.1:{members}");
         door_config.gateway.catalog_upstream_url = catalog_origin.clone();
+        tweak_door(&mut door_config);
         let door_app = admission::App::build_with(door_config, db.clone(), shutdown.clone())
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 //! re-exports each module (`flash_core::db`, `flash_core::http`, ...).
 
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod db;
 pub mod extract;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::{
     Router,
     extract::{ConnectInfo, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     routing::post,
 };
 use chrono::{DateTime, Utc};
@@ -59,6 +59,7 @@ pub(crate) struct LoginRequest {
 pub(crate) async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(credentials): Json<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
     // The limit key is the normalised email when it parses, else the raw text lower-cased, so
@@ -68,7 +69,8 @@ pub(crate) async fn login(
         || credentials.email.trim().to_lowercase(),
         |e| e.as_str().to_owned(),
     );
-    state.limits.check_login(peer.ip(), &key)?;
+    let client = state.client_address.of(&headers, peer);
+    state.limits.check_login(client, &key)?;
 
     let account: Option<(MemberId, Role, String)> = match &email {
         Some(email) => {

@@ -9,6 +9,7 @@ use axum::{Router, extract::FromRef, routing::get};
 use flash_core::http::BearerSecurity;
 use flash_core::{
     auth::{Authenticator, keys::JwtSigner},
+    client_address::ClientAddress,
     config::HttpArgs,
     http::Readiness,
     nats::Subjects,
@@ -27,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) signer: Arc<JwtSigner>,
     pub(crate) passwords: Arc<Passwords>,
     pub(crate) limits: Arc<Limits>,
+    /// Who the client is, for the login limit per address.
+    pub(crate) client_address: ClientAddress,
     pub(crate) jetstream: async_nats::jetstream::Context,
     pub(crate) subjects: Subjects,
     pub(crate) refresh_ttl: chrono::Duration,
