@@ -115,6 +115,15 @@ const LEGACY_ORDERS_CONSUMER: &str = "orders";
 /// Deliveries of a ticket before the drain gives up on it and dead-letters it.
 pub const ORDERS_MAX_DELIVER: i64 = 10;
 
+/// How long a delivered ticket waits for its ack before JetStream gives it to another worker:
+/// the longest a dead worker's batch stalls its sale. A live worker whose batch runs longer
+/// says so with progress acks every [`ORDERS_PROGRESS_EVERY`], so a slow batch is not handed
+/// out twice. (It was 30 s: a killed worker then held its tickets for half a minute.)
+pub const ORDERS_ACK_WAIT: Duration = Duration::from_secs(4);
+
+/// How often a worker still deciding a batch tells JetStream so (`+WPI`).
+pub const ORDERS_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Name of the durable consumer of one sale's tickets, shared by every worker process.
 pub fn orders_consumer_name(sale: uuid::Uuid) -> String {
     format!("orders-{sale}")
@@ -184,7 +193,7 @@ pub async fn orders_consumer(
                 durable_name: Some(name.clone()),
                 filter_subject: subjects.flash_tickets(sale),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: ORDERS_ACK_WAIT,
                 max_deliver: ORDERS_MAX_DELIVER,
                 max_ack_pending: 100_000,
                 // A finished sale's consumer goes away by itself.

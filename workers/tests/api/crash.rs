@@ -140,3 +140,110 @@ async fn a_worker_killed_mid_drain_loses_nothing_and_sells_nothing_twice(db: PgP
     let _ = std::fs::remove_dir_all(&mail);
     env.cleanup().await;
 }
+
+/// A worker that dies holding a batch (fetched, never acked) must not stall the sale for long:
+/// its tickets are redelivered, and every one is final within 5 s of the death, not after the
+/// 30 s ack wait it once had.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn tickets_a_dead_worker_held_are_final_within_five_seconds(db: PgPool) {
+    let env = Env::new(db, 50, 1).await;
+    let mut tickets = Vec::new();
+    for seq in 1..=20 {
+        let ticket = Uuid::now_v7();
+        env.queue(env.member().await, seq, ticket, None).await;
+        tickets.push(ticket);
+    }
+    let subjects = flash_core::nats::Subjects::new(&env.iso.nats.nats_subject_prefix);
+    let consumer = flash_core::nats::orders_consumer(&env.stream, &subjects, env.sale)
+        .await
+        .unwrap();
+    let held = flash_core::nats::fetch_batch(&consumer, 20, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 20, "the dead worker took the whole queue");
+    drop(held);
+    let died = std::time::Instant::now();
+
+    let drainer = env.drainer().await;
+    let mut unfinished = tickets.clone();
+    while !unfinished.is_empty() && died.elapsed() < Duration::from_secs(10) {
+        drainer.drain_once().await.unwrap();
+        let mut still = Vec::new();
+        for ticket in unfinished {
+            if env.status(ticket).await.0 == "queued" {
+                still.push(ticket);
+            }
+        }
+        unfinished = still;
+    }
+    let took = died.elapsed();
+    assert!(
+        unfinished.is_empty(),
+        "{} tickets not final after {took:?}",
+        unfinished.len()
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "the last ticket was final {took:?} after the worker died"
+    );
+    for ticket in &tickets {
+        assert_eq!(env.status(*ticket).await.0, "ordered");
+    }
+    assert_eq!(env.orders().await, 20);
+    env.cleanup().await;
+}
+
+/// The short ack wait must not hand a live worker's slow batch to another: while a batch waits
+/// (here on the sale's row lock, held for 6 s, past the 4 s ack wait) its worker keeps saying
+/// it is in progress, and a second worker fetching all along gets nothing.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_slow_batch_is_not_redelivered_to_another_worker(db: PgPool) {
+    let env = Env::new(db, 50, 1).await;
+    let ticket = Uuid::now_v7();
+    env.queue(env.member().await, 1, ticket, None).await;
+    let mut lock = env.db.begin().await.unwrap();
+    sqlx::query("select 1 from flash_sales where flash_sale_id = $1 for update")
+        .bind(env.sale)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let (slow, other) = (env.drainer().await, env.drainer().await);
+    let first = async { slow.drain_once().await.unwrap() };
+    let subjects = flash_core::nats::Subjects::new(&env.iso.nats.nats_subject_prefix);
+    let mut consumer = flash_core::nats::orders_consumer(&env.stream, &subjects, env.sale)
+        .await
+        .unwrap();
+    let second = async {
+        // Only once the slow worker holds the ticket: before, either could fetch it first.
+        let started = std::time::Instant::now();
+        while consumer.info().await.unwrap().num_ack_pending == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "nobody fetched the ticket"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut taken = 0;
+        while started.elapsed() < Duration::from_secs(6) {
+            if let workers::DrainOutcome::Processed(n) = other.drain_once().await.unwrap() {
+                taken += n;
+            }
+        }
+        taken
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        lock.rollback().await.unwrap();
+    };
+    let (_, taken, ()) = tokio::join!(first, second, release);
+
+    assert_eq!(taken, 0, "the other worker was handed the slow batch");
+    assert_eq!(env.status(ticket).await.0, "ordered");
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 1,
+        "delivered more than once"
+    );
+    env.cleanup().await;
+}
