@@ -186,6 +186,10 @@ pub struct SpikeReport {
     pub outcomes: BTreeMap<String, u64>,
     /// Tickets that were not final when the run gave up (0 in a healthy run).
     pub unfinished: u64,
+    /// Units still unsold after payments settled while buyers had been told `sold_out`: each
+    /// could have gone to one of them (goal 0; declined payments give units back, and only a
+    /// waitlist hands them on).
+    pub undersold_while_refused: u64,
     /// From the sale's start until the last buyer saw a final ticket, in milliseconds.
     pub all_final_ms: Option<f64>,
     /// Orders per second from the sale's start until its units were sold (PostgreSQL clock).
@@ -253,6 +257,10 @@ impl SpikeReport {
             "tickets: {}; not final: {}",
             outcomes.join(", "),
             self.unfinished
+        );
+        println!(
+            "units left unsold while buyers were refused: {} (goal 0)",
+            self.undersold_while_refused
         );
         println!(
             "every ticket final after: {}; orders drained: {}",
@@ -353,6 +361,7 @@ pub async fn run_with(
         entries: rush.entries,
         polls: rush.polls,
         polls_per_second: rush.polls_per_second,
+        undersold_while_refused: undersold(check.quantity_left, &rush.outcomes),
         outcomes: rush.outcomes,
         unfinished: rush.unfinished,
         all_final_ms: rush.last_final,
@@ -363,6 +372,16 @@ pub async fn run_with(
         prequeue_entries: before.prequeue_entries,
         fairness,
     })
+}
+
+/// Units that stayed unsold although buyers were refused: as many as are left, up to the
+/// number refused (a unit can go to one refused buyer only).
+fn undersold(quantity_left: i64, outcomes: &BTreeMap<String, u64>) -> u64 {
+    let refused = outcomes
+        .get(TicketStatus::SoldOut.as_str())
+        .copied()
+        .unwrap_or(0);
+    u64::try_from(quantity_left).unwrap_or(0).min(refused)
 }
 
 /// One spike's parts: its buyers, clients, the sale it created and the progress bars.
@@ -995,5 +1014,29 @@ async fn baseline(
         p99_ratio: orders.p99_ms / queue_entries.p99_ms.max(1e-3),
         units_per_second,
         orders,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undersold_counts_units_left_up_to_the_buyers_refused() {
+        let outcomes = |sold_out: u64| {
+            BTreeMap::from([
+                ("ordered".to_owned(), 100),
+                ("sold_out".to_owned(), sold_out),
+            ])
+        };
+        assert_eq!(undersold(3, &outcomes(10)), 3);
+        assert_eq!(
+            undersold(30, &outcomes(10)),
+            10,
+            "one unit per refused buyer"
+        );
+        assert_eq!(undersold(3, &outcomes(0)), 0, "no one was refused");
+        assert_eq!(undersold(0, &outcomes(10)), 0, "every unit sold");
+        assert_eq!(undersold(3, &BTreeMap::new()), 0);
     }
 }

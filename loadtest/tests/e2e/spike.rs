@@ -43,6 +43,14 @@ async fn a_small_spike_sells_every_unit_once_and_every_ticket_ends(db: PgPool) {
         report.check.orders
     );
     assert_eq!(report.check.quantity_left + paid, 100);
+    // Units a declined payment gave back after the rush, with no waitlist to hand them on,
+    // stay unsold while the refused buyers were told `sold_out`: the figure counts them.
+    assert_eq!(
+        report.undersold_while_refused,
+        u64::try_from(report.check.quantity_left)
+            .unwrap()
+            .min(sold_out),
+    );
     assert!(report.polls > 0 && report.all_final_ms.is_some());
     assert!(report.orders_per_second.is_some_and(|r| r > 0.0));
     let admitted: u64 = report.timeline.admitted_per_second.iter().sum();
