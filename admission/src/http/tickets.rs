@@ -38,6 +38,11 @@ pub(super) fn router() -> Router<AppState> {
 /// timeout.
 pub(crate) const LONG_POLL_ROUTE: &str = "/tickets/{id}";
 
+/// The entry's 503s, each its own words so a buyer's page (and a test) can tell them apart.
+const QUEUE_FULL: &str = "the ticket queue is full; retry in a moment";
+const NOT_QUEUED: &str = "the ticket queue did not take the entry; retry in a moment";
+const NOT_ARMED: &str = "the sale is being prepared; retry in a moment";
+
 /// How often a long-poll re-reads the ticket.
 const LONG_POLL_STEP: Duration = Duration::from_millis(250);
 
@@ -169,10 +174,10 @@ pub(crate) async fn create_ticket(
         .check(member.member_id, state.client_address.of(&headers, peer))?;
     if state.queue.depth() >= state.queue_max_depth {
         count("queue_full");
-        return Err(ApiError::unavailable(anyhow::anyhow!(
-            "the queue holds {} tickets",
-            state.queue.depth()
-        )));
+        return Err(ApiError::unavailable_because(
+            QUEUE_FULL,
+            anyhow::anyhow!("the queue holds {} tickets", state.queue.depth()),
+        ));
     }
     let now = Utc::now();
     let challenge = || pow::challenge(sale, member.member_id.get());
@@ -230,7 +235,8 @@ impl Entrant<'_> {
             if let Err(undo) = self.state.gate.undo(self.sale, self.member, ticket).await {
                 tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
             }
-            return Err(ApiError::unavailable(
+            return Err(ApiError::unavailable_because(
+                NOT_QUEUED,
                 anyhow::Error::from(err).context("queueing the ticket"),
             ));
         }
@@ -272,7 +278,8 @@ impl Entrant<'_> {
                 .queue(ticket, current.seq, Utc::now())
                 .await
                 .map_err(|err| {
-                    ApiError::unavailable(
+                    ApiError::unavailable_because(
+                        NOT_QUEUED,
                         anyhow::Error::from(err).context("queueing the ticket again"),
                     )
                 })?;
@@ -306,7 +313,10 @@ impl Entrant<'_> {
             // Redis lost the gate; the workers' reconciler re-arms it within seconds.
             Ok(Some(false)) => rejected(
                 "not_armed",
-                ApiError::unavailable(anyhow::anyhow!("sale {sale} is not armed in Redis")),
+                ApiError::unavailable_because(
+                    NOT_ARMED,
+                    anyhow::anyhow!("sale {sale} is not armed in Redis"),
+                ),
             ),
             Ok(None) => rejected(
                 "unknown_sale",

@@ -119,9 +119,16 @@ async fn a_sale_redis_lost_answers_503_not_404(db: PgPool) {
 
     let response = app.enter(sale, &app.buyer()).await;
 
-    retry_later(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = retry_later(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["detail"], NOT_ARMED, "{body}");
     app.teardown().await;
 }
+
+/// Each 503 of an entry says which it is, so a test (and a buyer's page) can tell a sale not
+/// yet armed, a failed publish and a full queue apart, and none passes for another.
+const NOT_ARMED: &str = "the sale is being prepared; retry in a moment";
+const NOT_QUEUED: &str = "the ticket queue did not take the entry; retry in a moment";
+const QUEUE_FULL: &str = "the ticket queue is full; retry in a moment";
 
 /// A sale whose gate expired after it ended (its keys live a day past the end) or that was
 /// cancelled is over: 410 for good, not a 503 that sends the buyer back forever.
@@ -156,7 +163,8 @@ async fn a_failed_publish_returns_the_unit_and_answers_503(db: PgPool) {
 
     let refused = app.enter(sale, &buyer).await;
 
-    retry_later(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = retry_later(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["detail"], NOT_QUEUED, "{body}");
     assert_eq!(app.gate(sale).await, 3, "the unit went back");
     flash_core::nats::ensure_flash_queue(&js, &app.iso.nats)
         .await
@@ -209,11 +217,12 @@ async fn a_queued_ticket_never_published_is_queued_when_its_buyer_enters_again(d
         .unwrap();
     let js = app.lose_the_queue().await;
 
-    retry_later(
+    let body = retry_later(
         app.enter(sale, &buyer).await,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
+    assert_eq!(body["detail"], NOT_QUEUED, "{body}");
     let status: Option<String> = redis::AsyncCommands::hget(
         &mut app.redis.clone(),
         app.keys.ticket(sale, lost),
@@ -283,7 +292,8 @@ async fn a_full_queue_sheds_entries_with_503(db: PgPool) {
 
     let shed = app.enter(sale, &app.buyer()).await;
 
-    retry_later(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = retry_later(shed, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["detail"], QUEUE_FULL, "{body}");
     assert_eq!(app.gate(sale).await, 8, "a shed entry takes nothing");
     app.teardown().await;
 }
@@ -376,24 +386,47 @@ async fn entries_in_flight_at_shutdown_finish_and_new_ones_are_refused(db: PgPoo
 async fn metrics_count_entries_by_outcome_and_time_publishes(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let sale = app.arm(1, Utc::now() - Duration::seconds(1)).await;
-    app.enter(sale, &app.buyer()).await;
-    app.enter(sale, &app.buyer()).await;
-    app.enter(Uuid::new_v4(), &app.buyer()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let before = app.metrics().await;
+    // The entries must have been what the counters are to count: one queued, one sold out,
+    // one to a sale that does not exist.
+    json(app.enter(sale, &app.buyer()).await, StatusCode::ACCEPTED).await;
+    let sold_out = json(app.enter(sale, &app.buyer()).await, StatusCode::OK).await;
+    assert_eq!(sold_out["status"], "sold_out");
+    problem(
+        app.enter(Uuid::new_v4(), &app.buyer()).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     let metrics = app.metrics().await;
-
-    for expected in [
-        r#"flash_admission_tickets_total{outcome="queued"}"#,
-        r#"flash_admission_tickets_total{outcome="sold_out"}"#,
-        r#"flash_admission_tickets_total{outcome="unknown_sale"}"#,
-        "flash_admission_publish_seconds_bucket",
-        "flash_admission_queue_depth",
-    ] {
+    // The recorder is one per test process and other tests enter too, so a counter may have
+    // grown by more than this test's entries, but never by less.
+    for outcome in ["queued", "sold_out", "unknown_sale"] {
+        let series = format!(r#"flash_admission_tickets_total{{outcome="{outcome}"}}"#);
         assert!(
-            metrics.contains(expected),
-            "{expected} missing from /metrics"
+            counter(&metrics, &series) >= counter(&before, &series) + 1.0,
+            "{series} did not count this test's entry"
         );
     }
+
+    assert!(metrics.contains("flash_admission_publish_seconds_bucket"));
+    // The depth is read every 250 ms by the door's own task.
+    let started = std::time::Instant::now();
+    while !app.metrics().await.contains("flash_admission_queue_depth") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "flash_admission_queue_depth never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.teardown().await;
+}
+
+/// The value of one series in a Prometheus text exposition, 0 when absent.
+fn counter(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
 }

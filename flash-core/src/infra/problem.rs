@@ -254,6 +254,9 @@ pub enum ApiError {
     Unavailable {
         /// When a retry may succeed.
         retry_after: Duration,
+        /// What the client is told: which of the service's 503s this is, in words that name
+        /// no internals.
+        detail: &'static str,
         /// The cause, logged and never sent.
         #[source]
         source: anyhow::Error,
@@ -294,8 +297,15 @@ impl ApiError {
 
     /// 503 caused by an unreachable dependency.
     pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
+        Self::unavailable_because("a dependency is unavailable; retry later", source)
+    }
+
+    /// A 503 whose answer says which it is (`detail`), for a service with several, so a
+    /// client can tell them apart; `source` is logged, never sent.
+    pub fn unavailable_because(detail: &'static str, source: impl Into<anyhow::Error>) -> Self {
         Self::Unavailable {
             retry_after: Duration::from_secs(1),
+            detail,
             source: source.into(),
         }
     }
@@ -386,11 +396,12 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable {
                 retry_after: wait,
+                detail,
                 source,
             } => {
                 tracing::warn!(error.cause_chain = ?source, error.message = %source, "dependency unavailable");
                 retry_after = Some(wait);
-                "a dependency is unavailable; retry later".to_owned()
+                detail.to_owned()
             }
             Self::Internal(source) => {
                 tracing::error!(error.cause_chain = ?source, error.message = %source, "request failed");
