@@ -35,6 +35,9 @@ impl OrderHistory {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(args.order_history_timeout_ms))
             .connect_timeout(Duration::from_millis(args.order_history_timeout_ms))
+            // Below catalog-api's HTTP_HEADER_READ_TIMEOUT_MS (40 s), which closes a kept-alive
+            // connection idle that long: the pool lets go of it first.
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         let policy = LastCalls::new(
             args.breaker_window,

@@ -102,6 +102,16 @@ pub struct HttpArgs {
     /// instead of queueing without bound.
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub http_max_in_flight: usize,
+    /// Longest a client may take to send a request's headers, and to start its next request on
+    /// a kept-alive connection; then the connection is closed. Cuts off slow-header clients,
+    /// which would otherwise hold a connection for ever. Keep it above the gateway's pooled
+    /// connection idle time (30 s) and the waiting room's longest pause between polls (10 s).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 40_000)]
+    pub http_header_read_timeout_ms: u64,
+    /// Connections open at once; past it new ones wait in the kernel's backlog until one
+    /// closes, so file descriptors and memory stay bounded however many clients connect.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub http_max_connections: usize,
     /// How long shutdown waits for in-flight work after SIGTERM before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,

@@ -366,6 +366,8 @@ mod tests {
             http_body_limit_bytes: 1024,
             http_request_timeout_ms: timeout_ms,
             http_max_in_flight: max_in_flight,
+            http_header_read_timeout_ms: 1_000,
+            http_max_connections: 16,
             shutdown_grace_ms: 1_000,
             cors_allowed_origins: vec![],
         }

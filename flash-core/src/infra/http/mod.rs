@@ -3,6 +3,7 @@
 
 mod cors;
 mod edge;
+mod serve;
 
 pub use edge::{LongPollGrant, LongPolls};
 
@@ -274,35 +275,6 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {addr}"))
 }
 
-/// Serves `router` until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-/// finish, and gives up after `grace`.
-///
-/// # Errors
-/// When the server fails (not on a clean shutdown).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server.into_future() => result.context("HTTP server failed"),
-        () = deadline => {
-            tracing::warn!(?grace, "graceful shutdown did not finish in time; exiting anyway");
-            Ok(())
-        }
-    }
-}
-
 /// A bound HTTP server, ready to serve: what every service's `App` is built around. Binding
 /// happens before serving so that the address (port 0 in tests) is known up front.
 pub struct Server {
@@ -310,6 +282,7 @@ pub struct Server {
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    connections: serve::Connections,
 }
 
 impl Server {
@@ -329,6 +302,10 @@ impl Server {
             router,
             shutdown,
             grace: http.shutdown_grace(),
+            connections: serve::Connections {
+                header_read_timeout: Duration::from_millis(http.http_header_read_timeout_ms),
+                max: http.http_max_connections,
+            },
         })
     }
 
@@ -342,11 +319,19 @@ impl Server {
             .context("reading the bound address")
     }
 
-    /// Serves until shutdown, then drains in-flight requests (see [`serve`]).
+    /// Serves until shutdown, then stops accepting, lets in-flight requests finish, and gives
+    /// up after the grace period.
     ///
     /// # Errors
-    /// When the server fails.
+    /// When the server fails (not on a clean shutdown).
     pub async fn run(self) -> anyhow::Result<()> {
-        serve(self.listener, self.router, self.shutdown, self.grace).await
+        serve::serve(
+            self.listener,
+            self.router,
+            &self.shutdown,
+            self.grace,
+            self.connections,
+        )
+        .await
     }
 }
