@@ -688,13 +688,21 @@ pub(crate) async fn cancel_order(
     .await?;
     let body = reload(&mut tx, id).await?;
     tx.commit().await?;
-    restock::announce(&state.redis, &state.keys, &restocked).await;
-    if let (Some(sale), Some(ticket)) = (row.flash_sale_id, row.ticket_id)
-        && let Err(err) =
-            tickets::settle_ticket(&state.redis, &state.keys, sale, ticket, Settled::Cancelled)
-                .await
-    {
-        tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
+    // The cancel is committed; Redis learns of it on a task of its own, so a request dropped
+    // now (a timeout, a client gone) cannot leave the gate a unit short.
+    let (redis, keys) = (state.redis.clone(), state.keys.clone());
+    let ticket = row.flash_sale_id.zip(row.ticket_id);
+    let told = tokio::spawn(async move {
+        restock::announce(&redis, &keys, &restocked).await;
+        if let Some((sale, ticket)) = ticket
+            && let Err(err) =
+                tickets::settle_ticket(&redis, &keys, sale, ticket, Settled::Cancelled).await
+        {
+            tracing::warn!(error = %err, %ticket, "telling the ticket its order was cancelled failed");
+        }
+    });
+    if let Err(err) = told.await {
+        tracing::error!(error = %err, "telling Redis of a cancel panicked");
     }
     metrics::counter!("flash_catalog_orders_total", "outcome" => "cancelled").increment(1);
     Ok(Json(body))

@@ -34,9 +34,18 @@ pub(crate) struct Caller {
 
 impl TestApp {
     pub(crate) async fn spawn(db: PgPool) -> Self {
-        let iso = Isolation::new();
+        Self::spawn_with(db, |_, _| {}).await
+    }
+
+    /// [`Self::spawn`], with the isolation (its Redis, say) and the settings tweaked first.
+    pub(crate) async fn spawn_with(
+        db: PgPool,
+        tweak: impl FnOnce(&mut Isolation, &mut Config),
+    ) -> Self {
+        let mut iso = Isolation::new();
         let mut config = Config::parse_from(["catalog-api"]);
         config.addr = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut iso, &mut config);
         config.redis = iso.redis.clone();
         config.jwt.jwt_public_key = iso.public_key_path();
         let signer = JwtSigner::from_pem(
@@ -149,4 +158,59 @@ pub(crate) async fn problem(response: Response, status: StatusCode) -> Value {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16());
     body
+}
+
+/// A `redis-server` of this test's own on a free port, for faults the shared one must not see;
+/// killed (by its own handle) when dropped.
+pub(crate) struct PrivateRedis {
+    pub(crate) url: String,
+    server: std::process::Child,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl PrivateRedis {
+    pub(crate) async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        for _ in 0..200 {
+            if client.get_multiplexed_async_connection().await.is_ok() {
+                return Self { url, server };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        panic!("the private redis-server did not come up on port {port}");
+    }
+
+    /// Holds back every write (reads still answer) for `how_long`: `CLIENT PAUSE … WRITE`.
+    pub(crate) async fn pause_writes(&self, how_long: std::time::Duration) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let millis = u64::try_from(how_long.as_millis()).unwrap();
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(millis)
+            .arg("WRITE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
 }
