@@ -67,24 +67,23 @@ impl ClientAddress {
         let Some(name) = self.header.as_ref().filter(|_| self.trusts(peer)) else {
             return peer;
         };
-        let entries: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
+        // Right to left, across header lines and within each. An entry no proxy of ours could
+        // have written ends the trusted part of the chain; the nearest hop we can vouch for
+        // then stands in for the client.
         let mut nearest = peer;
-        for entry in entries.iter().rev() {
-            // An entry no proxy of ours could have written ends the trusted part of the chain;
-            // the nearest hop we can vouch for stands in for the client.
-            let Ok(address) = entry.parse::<IpAddr>() else {
+        for line in headers.get_all(name).iter().rev() {
+            let Ok(line) = line.to_str() else {
                 return nearest;
             };
-            if !self.trusts(address) {
-                return address;
+            for entry in line.rsplit(',') {
+                let Ok(address) = entry.trim().parse::<IpAddr>() else {
+                    return nearest;
+                };
+                if !self.trusts(address) {
+                    return address;
+                }
+                nearest = address;
             }
-            nearest = address;
         }
         nearest
     }
