@@ -73,18 +73,8 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
     // A client that sends its request in time is served as before.
     let mut quick = TcpStream::connect(&addr).await.unwrap();
-    quick
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut quick, Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    ask(&mut quick).await;
+    assert_served(&mut quick).await;
     shutdown.cancel();
 }
 
@@ -94,10 +84,7 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     let first = TcpStream::connect(&addr).await.unwrap();
     let _second = TcpStream::connect(&addr).await.unwrap();
     let mut third = TcpStream::connect(&addr).await.unwrap();
-    third
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    ask(&mut third).await;
 
     assert!(
         read_to_close(&mut third, Duration::from_millis(700))
@@ -106,13 +93,34 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         "a third connection was served while two were open"
     );
     drop(first);
-    let answer = read_to_close(&mut third, Duration::from_secs(3))
+    assert_served(&mut third).await;
+    shutdown.cancel();
+}
+
+/// A cap of 0 would never serve anyone: it counts as 1.
+#[tokio::test]
+async fn a_connection_cap_of_zero_still_serves_one_at_a_time() {
+    let (addr, shutdown) = start(|http| http.http_max_connections = 0).await;
+    let mut only = TcpStream::connect(&addr).await.unwrap();
+    ask(&mut only).await;
+    assert_served(&mut only).await;
+    shutdown.cancel();
+}
+
+/// Sends one whole request, asking the server to close afterwards.
+async fn ask(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
+}
+
+/// The request sent on `stream` is answered 200 within 3 s.
+async fn assert_served(stream: &mut TcpStream) {
+    let answer = read_to_close(stream, Duration::from_secs(3)).await.unwrap();
     assert!(
         answer.starts_with(b"HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    shutdown.cancel();
 }

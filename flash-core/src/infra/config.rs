@@ -108,8 +108,8 @@ pub struct HttpArgs {
     /// connection idle time (30 s) and the waiting room's longest pause between polls (10 s).
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 40_000)]
     pub http_header_read_timeout_ms: u64,
-    /// Connections open at once; past it new ones wait in the kernel's backlog until one
-    /// closes, so file descriptors and memory stay bounded however many clients connect.
+    /// Connections open at once (at least 1); past it new ones wait in the kernel's backlog
+    /// until one closes, so file descriptors and memory stay bounded however many connect.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub http_max_connections: usize,
     /// How long shutdown waits for in-flight work after SIGTERM before exiting anyway.

@@ -41,7 +41,11 @@ pub(super) async fn serve(
     connections: Connections,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(connections.max));
+    // At least one connection (0 would never serve), and no more than a semaphore can count
+    // (more would panic here).
+    let open = Arc::new(Semaphore::new(
+        connections.max.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     loop {
         let place = tokio::select! {
             () = shutdown.cancelled() => break,
