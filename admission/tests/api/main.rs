@@ -13,3 +13,4 @@ mod entry;
 mod friction;
 mod gateway;
 mod polling;
+mod sessions;
