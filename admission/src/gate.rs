@@ -231,13 +231,13 @@ impl Gate {
     }
 
     /// Takes back a queued ticket whose publish failed: the unit returns to the gate and the
-    /// ticket becomes `withdrawn`.
+    /// ticket becomes `withdrawn`, unless a worker claimed it (the publish was stored after all).
     pub(crate) async fn undo(
         &self,
         sale: Uuid,
         member: MemberId,
         ticket: Uuid,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<entry::Undo> {
         entry::undo(&self.redis, &self.keys, sale, member, ticket).await
     }
 

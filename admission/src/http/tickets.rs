@@ -19,7 +19,7 @@ use flash_core::{
     jobs::TicketMessage,
     nats::PublishError,
     problem::ProblemBody,
-    redis_model::entry::Entry,
+    redis_model::entry::{Entry, Undo},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -231,10 +231,23 @@ impl Entrant<'_> {
         now: DateTime<Utc>,
     ) -> Result<Response, ApiError> {
         if let Err(err) = self.queue(ticket, seq, now).await {
-            count("publish_failed");
-            if let Err(undo) = self.state.gate.undo(self.sale, self.member, ticket).await {
-                tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
+            match self.state.gate.undo(self.sale, self.member, ticket).await {
+                Ok(Undo::Withdrawn) => {}
+                // A worker holds the ticket: the publish was stored after all, and the 202 is
+                // as true as an acked one.
+                Ok(Undo::Kept) => {
+                    tracing::warn!(%ticket, error = %err, "a publish that failed was stored; the ticket stays");
+                    count("publish_stored");
+                    return Ok(ticket_response(
+                        StatusCode::ACCEPTED,
+                        TicketBody::fresh(ticket, self.sale, TicketStatus::Queued, Some(250)),
+                    ));
+                }
+                Err(undo) => {
+                    tracing::error!(error = %undo, %ticket, "returning the unit after a failed publish failed; the ticket stays queued, and its buyer's next entry queues it");
+                }
             }
+            count("publish_failed");
             return Err(ApiError::unavailable_because(
                 NOT_QUEUED,
                 anyhow::Error::from(err).context("queueing the ticket"),

@@ -162,8 +162,18 @@ pub fn parse_entry(reply: &str) -> Entry {
     }
 }
 
-/// Takes back a queued ticket whose publish failed (`lua/undo.lua`): the unit returns to the
-/// gate and the ticket becomes `withdrawn`.
+/// What became of a ticket the door tried to take back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    /// The unit went back to the gate; the ticket is `withdrawn` and its buyer may enter again.
+    Withdrawn,
+    /// A worker had claimed or decided the ticket: JetStream held it after all, and the buyer
+    /// keeps it (the door answers 202, as if the publish had been acked).
+    Kept,
+}
+
+/// Takes back a queued ticket whose publish failed (`lua/undo.lua`), unless a worker has
+/// claimed it already ([`super::tickets::claim`]): a publish that timed out may have been stored.
 ///
 /// # Errors
 /// When Redis fails.
@@ -173,16 +183,20 @@ pub async fn undo(
     sale: Uuid,
     member: MemberId,
     ticket: Uuid,
-) -> redis::RedisResult<()> {
-    script::UNDO
+) -> redis::RedisResult<Undo> {
+    let withdrawn: i64 = script::UNDO
         .redis()
         .key(keys.sale_gate(sale))
         .key(keys.member_ticket(sale, member.get()))
         .key(keys.ticket(sale, ticket))
         .arg(ticket.to_string())
-        .invoke_async::<i64>(&mut redis.clone())
-        .await
-        .map(drop)
+        .invoke_async(&mut redis.clone())
+        .await?;
+    Ok(if withdrawn == 1 {
+        Undo::Withdrawn
+    } else {
+        Undo::Kept
+    })
 }
 
 /// The fields of a ticket's hash a poll reads, in the order of [`TicketFields::parse`].

@@ -55,6 +55,8 @@ scripts! {
     ENTER = "units.lua" "enter.lua";
     /// A failed publish taken back: `lua/undo.lua`.
     UNDO = "undo.lua";
+    /// The drain's read of its fetched tickets: `lua/claim.lua`.
+    CLAIM = "claim.lua";
     /// The pre-queue release's placement: `lua/place.lua`.
     PLACE = "units.lua" "place.lua";
     /// The waitlist promoter: `lua/promote.lua`.
@@ -110,8 +112,9 @@ mod tests {
     #[test]
     fn every_status_a_script_names_is_a_ticket_status() {
         /// Hash fields, reply words and modes: the other words the scripts quote.
-        const NOT_STATUSES: [&str; 26] = [
+        const NOT_STATUSES: [&str; 27] = [
             "status",
+            "claimed",
             "member",
             "seq",
             "wseq",

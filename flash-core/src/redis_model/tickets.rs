@@ -23,22 +23,22 @@ pub enum Decision<'a> {
 
 /// What the drain reads of a ticket before it decides: its status and its buyer's last poll
 /// (ms since the epoch), for each of `tickets` in order; `None` for a ticket Redis does not
-/// hold or whose status it does not know.
+/// hold or whose status it does not know. A `queued` ticket is claimed as it is read
+/// (`lua/claim.lua`), so that the door's late undo leaves it to this worker.
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn statuses(
+pub async fn claim(
     redis: &ConnectionManager,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],
 ) -> redis::RedisResult<Vec<(Option<TicketStatus>, Option<i64>)>> {
+    let script = script::CLAIM.redis();
     let mut pipe = redis::pipe();
+    pipe.load_script(script).ignore();
     for ticket in tickets {
-        pipe.cmd("HMGET")
-            .arg(keys.ticket(sale, *ticket))
-            .arg("status")
-            .arg(super::entry::SEEN_FIELD);
+        pipe.invoke_script(&script.key(keys.ticket(sale, *ticket)));
     }
     let found: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut redis.clone()).await?;
     Ok(found

@@ -317,7 +317,7 @@ impl Drainer {
         abandon_after_secs: u32,
     ) -> anyhow::Result<HashMap<TicketId, Fate>> {
         let ids: Vec<Uuid> = tickets.iter().map(|t| t.ticket_id.get()).collect();
-        let found = tickets::statuses(&self.redis, &self.keys, sale, &ids).await?;
+        let found = tickets::claim(&self.redis, &self.keys, sale, &ids).await?;
         Ok(allocation::settled(
             tickets.iter().map(|t| t.ticket_id).zip(found),
             abandon_after_secs,

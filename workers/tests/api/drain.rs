@@ -1,3 +1,10 @@
+use flash_core::{
+    domain::TicketStatus,
+    redis_model::{
+        entry::{self, Entry, EntryCall, Undo},
+        sale_gate, tickets,
+    },
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -198,6 +205,123 @@ async fn a_ticket_that_keeps_failing_is_dead_lettered_not_lost(db: PgPool) {
         drainer.drain_once().await.unwrap(),
         workers::DrainOutcome::Empty,
         "the message left the queue"
+    );
+    env.cleanup().await;
+}
+
+/// The door's entry of `member` into the env's sale, armed with `units`: the gate's script, as
+/// the door runs it.
+async fn enter(env: &Env, member: flash_core::domain::MemberId) -> Entry {
+    EntryCall::new(
+        &env.keys,
+        env.sale,
+        member,
+        Uuid::now_v7(),
+        chrono::Utc::now(),
+        0,
+    )
+    .run(&env.redis)
+    .await
+    .unwrap()
+}
+
+async fn arm(env: &Env, units: i64) {
+    sale_gate::arm(
+        &env.redis,
+        &env.keys,
+        env.sale,
+        units,
+        &sale_gate::SaleMeta::open(
+            chrono::Utc::now() - chrono::Duration::minutes(1),
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            1,
+        ),
+        sale_gate::Arm::IfAbsent,
+    )
+    .await
+    .unwrap();
+}
+
+async fn gate_units(env: &Env) -> i64 {
+    redis::AsyncCommands::get(&mut env.redis.clone(), env.keys.sale_gate(env.sale))
+        .await
+        .unwrap()
+}
+
+/// Item 7 of the hardening issue: JetStream stored a publish whose ack the door never saw, and
+/// a worker decided the ticket before the door's undo ran. The late undo must not take the
+/// ticket back: the buyer keeps it (a re-entry finds the same ticket, not a second unit) and
+/// the gate keeps the unit the order holds.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_undo_after_the_worker_ordered_the_ticket_takes_nothing_back(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    arm(&env, 5).await;
+    let member = env.member().await;
+    let Entry::Queued { ticket, seq } = enter(&env, member).await else {
+        panic!("the first entry takes a unit");
+    };
+    env.publish(member, seq, ticket, Some(&ticket.to_string()))
+        .await;
+    env.drain_all(&env.drainer().await).await;
+    assert_eq!(env.orders().await, 1);
+
+    let undone = entry::undo(&env.redis, &env.keys, env.sale, member, ticket)
+        .await
+        .unwrap();
+
+    assert_eq!(undone, Undo::Kept, "the door answers 202, not 503");
+    assert_eq!(env.status(ticket).await.0, "ordered");
+    assert_eq!(gate_units(&env).await, 4, "the order's unit stays taken");
+    let again = enter(&env, member).await;
+    assert_eq!(
+        again,
+        Entry::Existing { ticket },
+        "a re-entry finds the same ticket"
+    );
+    assert_eq!(gate_units(&env).await, 4);
+    env.cleanup().await;
+}
+
+/// The same race, one step earlier: the worker has read the ticket (it will order it) and not
+/// yet written its decision back when the door's undo runs. The undo must leave the ticket to
+/// the worker; an undo that runs first withdraws it, and the worker then orders nothing.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn an_undo_and_a_worker_reading_the_ticket_exclude_each_other(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    arm(&env, 5).await;
+    let [read_first, undone_first] = [env.member().await, env.member().await];
+    let mut tickets = Vec::new();
+    for member in [read_first, undone_first] {
+        let Entry::Queued { ticket, .. } = enter(&env, member).await else {
+            panic!("an entry takes a unit");
+        };
+        tickets.push(ticket);
+    }
+    let read = tickets::claim(&env.redis, &env.keys, env.sale, &tickets[..1])
+        .await
+        .unwrap();
+    assert_eq!(read[0].0, Some(TicketStatus::Queued));
+    let kept = entry::undo(&env.redis, &env.keys, env.sale, read_first, tickets[0])
+        .await
+        .unwrap();
+    let withdrawn = entry::undo(&env.redis, &env.keys, env.sale, undone_first, tickets[1])
+        .await
+        .unwrap();
+    let read = tickets::claim(&env.redis, &env.keys, env.sale, &tickets[1..])
+        .await
+        .unwrap();
+
+    assert_eq!((kept, withdrawn), (Undo::Kept, Undo::Withdrawn));
+    assert_eq!(read[0].0, Some(TicketStatus::Withdrawn));
+    assert_eq!(env.status(tickets[0]).await.0, "queued");
+    assert_eq!(
+        gate_units(&env).await,
+        4,
+        "only the withdrawn ticket's unit came back"
+    );
+    assert_eq!(
+        enter(&env, read_first).await,
+        Entry::Existing { ticket: tickets[0] }
     );
     env.cleanup().await;
 }
