@@ -19,7 +19,8 @@ pub struct Placed {
     pub stale: bool,
 }
 
-/// The tickets in `sale`'s pre-queue, in arrival order.
+/// The tickets in `sale`'s pre-queue, in arrival order, closing it (`lua/close_prequeue.lua`):
+/// a later entry goes behind it, whatever its door's clock says, so none is left out of the draw.
 ///
 /// # Errors
 /// When Redis fails.
@@ -28,7 +29,13 @@ pub async fn entrants(
     keys: &Keys,
     sale: Uuid,
 ) -> redis::RedisResult<Vec<Uuid>> {
-    list(redis, &keys.sale_prequeue(sale), -1).await
+    let listed: Vec<String> = script::CLOSE_PREQUEUE
+        .redis()
+        .key(keys.sale_meta(sale))
+        .key(keys.sale_prequeue(sale))
+        .invoke_async(&mut redis.clone())
+        .await?;
+    Ok(listed.iter().filter_map(|t| t.parse().ok()).collect())
 }
 
 async fn list(redis: &ConnectionManager, key: &str, last: i64) -> redis::RedisResult<Vec<Uuid>> {
@@ -187,4 +194,80 @@ pub async fn unlock(
         .invoke_async::<i64>(&mut redis.clone())
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as Span;
+
+    use super::*;
+    use crate::{
+        domain::MemberId,
+        redis_model::{
+            entry::{Entry, EntryCall},
+            sale_gate::{self, Arm, SaleMeta},
+        },
+        testing::Isolation,
+    };
+
+    /// `member`'s entry into `sale` by a door whose clock reads `now`.
+    async fn enter(redis: &ConnectionManager, keys: &Keys, sale: Uuid, now: DateTime<Utc>) -> Uuid {
+        let call = EntryCall::new(keys, sale, MemberId::new(), Uuid::now_v7(), now, 0);
+        match call.run(redis).await.unwrap() {
+            Entry::Queued { ticket, .. } | Entry::Prequeued { ticket } => ticket,
+            other => panic!("an entry at {now}: {other:?}"),
+        }
+    }
+
+    async fn status(redis: &ConnectionManager, keys: &Keys, sale: Uuid, ticket: Uuid) -> String {
+        redis::cmd("HGET")
+            .arg(keys.ticket(sale, ticket))
+            .arg("status")
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap()
+    }
+
+    /// Item 8 of the hardening issue: the door decides "before the start" from its own clock.
+    /// An entry whose door clock still reads before the start, arriving after the release read
+    /// the pre-queue (or after the release), must still be placed, never left `prequeued`.
+    #[tokio::test]
+    async fn an_entry_after_the_draw_read_the_prequeue_is_still_placed() {
+        let iso = Isolation::new();
+        let redis = crate::redis::connect(&iso.redis).await.unwrap();
+        let keys = Keys::new(&iso.redis.redis_key_prefix);
+        let sale = Uuid::now_v7();
+        let starts_at = Utc::now();
+        let ends_at = starts_at + Span::hours(1);
+        let meta = SaleMeta {
+            prequeue_at: Some(starts_at - Span::minutes(5)),
+            ..SaleMeta::open(starts_at, ends_at, 1)
+        };
+        sale_gate::arm(&redis, &keys, sale, 10, &meta, Arm::IfAbsent)
+            .await
+            .unwrap();
+        let early = enter(&redis, &keys, sale, starts_at - Span::seconds(30)).await;
+
+        let drawn = entrants(&redis, &keys, sale).await.unwrap();
+        let late = enter(&redis, &keys, sale, starts_at - Span::milliseconds(1)).await;
+        place_drawn(&redis, &keys, sale, ends_at, &drawn)
+            .await
+            .unwrap();
+        while !place_backlog(&redis, &keys, sale, ends_at, 100)
+            .await
+            .unwrap()
+            .done
+        {}
+        let after_release = enter(&redis, &keys, sale, starts_at - Span::milliseconds(1)).await;
+
+        assert_eq!(drawn, vec![early]);
+        for (name, ticket) in [("late", late), ("after the release", after_release)] {
+            assert_ne!(
+                status(&redis, &keys, sale, ticket).await,
+                "prequeued",
+                "the {name} entry was never placed"
+            );
+        }
+        iso.cleanup().await;
+    }
 }

@@ -57,6 +57,8 @@ scripts! {
     UNDO = "undo.lua";
     /// The drain's read of its fetched tickets: `lua/claim.lua`.
     CLAIM = "claim.lua";
+    /// The pre-queue as the release draws it: `lua/close_prequeue.lua`.
+    CLOSE_PREQUEUE = "close_prequeue.lua";
     /// The pre-queue release's placement: `lua/place.lua`.
     PLACE = "units.lua" "place.lua";
     /// The waitlist promoter: `lua/promote.lua`.
@@ -112,9 +114,10 @@ mod tests {
     #[test]
     fn every_status_a_script_names_is_a_ticket_status() {
         /// Hash fields, reply words and modes: the other words the scripts quote.
-        const NOT_STATUSES: [&str; 27] = [
+        const NOT_STATUSES: [&str; 28] = [
             "status",
             "claimed",
+            "drawing",
             "member",
             "seq",
             "wseq",

@@ -10,16 +10,20 @@
 -- even if a unit came back: a returned unit goes to the first waitlisted buyer (promote.lua).
 local existing = redis.call('GET', KEYS[3])
 if existing then return 'existing ' .. existing end
-local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released', 'pow')
+local meta = redis.call('HMGET', KEYS[4], 'starts_at', 'ends_at', 'cancelled', 'waitlist', 'prequeue_at', 'released', 'pow', 'drawing')
 if not meta[1] then return 'unknown' end
 local now = tonumber(ARGV[3])
 if meta[3] == '1' or now >= tonumber(meta[2]) then return 'ended' end
 local expire_at = tostring(tonumber(meta[2]) + tonumber(ARGV[5]))
 local prequeue_at = tonumber(meta[5] or '0')
+local released = meta[6] == '1'
 local held = nil
-if now < tonumber(meta[1]) then
-  if prequeue_at > 0 and now >= prequeue_at then held = KEYS[8] else return 'early ' .. meta[1] end
-elseif prequeue_at > 0 and meta[6] ~= '1' then
+-- 'Before the start' is the door's clock; once the release has read the pre-queue ('drawing')
+-- or finished ('released'), the sale has started whatever that clock says.
+if now < tonumber(meta[1]) and not released then
+  if prequeue_at == 0 or now < prequeue_at then return 'early ' .. meta[1] end
+  if meta[8] == '1' then held = KEYS[9] else held = KEYS[8] end
+elseif prequeue_at > 0 and not released then
   held = KEYS[9]
 end
 if tonumber(meta[7] or '0') > tonumber(ARGV[4]) then return 'pow ' .. meta[7] end
