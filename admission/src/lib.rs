@@ -132,7 +132,7 @@ impl App {
         let router = http::router(
             state,
             gateway::router(Arc::clone(&gateway)),
-            readiness,
+            readiness.clone(),
             &config.http,
             flash_core::http::LongPolls {
                 route: http::LONG_POLL_ROUTE,
@@ -140,7 +140,10 @@ impl App {
                 max_waiting: config.long_polls_max,
             },
         );
-        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
+        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http)
+            .await?
+            .with_ops(readiness, &config.http)
+            .await?;
         Ok(Self {
             server,
             queue,
@@ -159,6 +162,14 @@ impl App {
     /// When the socket has no local address, which would be an OS failure.
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         self.server.local_addr()
+    }
+
+    /// The ops address as bound, when `OPS_ADDR` is set.
+    ///
+    /// # Errors
+    /// As [`App::local_addr`].
+    pub fn ops_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.server.ops_addr()
     }
 
     /// Serves until the shutdown token is cancelled, then lets in-flight entries finish (their

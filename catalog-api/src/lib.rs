@@ -71,8 +71,11 @@ impl App {
         let readiness = Readiness::new(shutdown.clone())
             .with_pg(pool)
             .with_redis(redis);
-        let router = http::router(state, readiness, &config.http);
-        let server = Server::bind(config.addr, router, shutdown, &config.http).await?;
+        let router = http::router(state, readiness.clone(), &config.http);
+        let server = Server::bind(config.addr, router, shutdown, &config.http)
+            .await?
+            .with_ops(readiness, &config.http)
+            .await?;
         Ok(Self { server })
     }
 

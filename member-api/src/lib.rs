@@ -101,8 +101,11 @@ impl App {
             .with_pg(pool)
             .with_redis(redis)
             .with_nats(nats);
-        let router = http::router(state, readiness, &config.http);
-        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
+        let router = http::router(state, readiness.clone(), &config.http);
+        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http)
+            .await?
+            .with_ops(readiness, &config.http)
+            .await?;
         Ok(Self {
             server,
             limits,

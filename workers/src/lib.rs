@@ -160,10 +160,13 @@ impl App {
             .with_redis(redis)
             .with_nats(nats);
         let router = flash_core::http::with_middleware(
-            flash_core::http::ops_router(readiness),
+            flash_core::http::ops_router(readiness.clone(), &config.http),
             &config.http,
         );
-        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http).await?;
+        let server = Server::bind(config.addr, router, shutdown.clone(), &config.http)
+            .await?
+            .with_ops(readiness, &config.http)
+            .await?;
         Ok(Self {
             server,
             drainer,

@@ -77,7 +77,7 @@ pub(crate) fn router(
         .with_state(state)
         .merge(gateway);
     flash_core::http::with_middleware_and_long_polls(
-        api.merge(flash_core::http::ops_router(readiness)),
+        api.merge(flash_core::http::ops_router(readiness, http)),
         http,
         long_polls,
     )

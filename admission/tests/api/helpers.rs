@@ -21,6 +21,8 @@ use uuid::Uuid;
 
 pub(crate) struct TestApp {
     pub(crate) base: String,
+    /// The ops address's base URL, when the test set `OPS_ADDR`.
+    pub(crate) ops_base: Option<String>,
     pub(crate) client: reqwest::Client,
     pub(crate) db: PgPool,
     pub(crate) iso: Isolation,
@@ -57,11 +59,13 @@ impl TestApp {
             .await
             .expect("app starts");
         let addr: SocketAddr = app.local_addr().unwrap();
+        let ops_base = app.ops_addr().unwrap().map(|ops| format!("http://{ops}"));
         tokio::spawn(app.run());
         let redis = flash_core::redis::connect(&iso.redis).await.unwrap();
         let keys = Keys::new(&iso.redis.redis_key_prefix);
         Self {
             base: format!("http://{addr}"),
+            ops_base,
             client: reqwest::Client::new(),
             db,
             iso,

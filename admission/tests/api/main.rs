@@ -12,5 +12,6 @@ mod client_addresses;
 mod entry;
 mod friction;
 mod gateway;
+mod ops;
 mod polling;
 mod sessions;

@@ -30,7 +30,10 @@ pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> 
         .merge(console::router())
         .route("/openapi.json", get(openapi_json))
         .with_state(state);
-    flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
+    flash_core::http::with_middleware(
+        api.merge(flash_core::http::ops_router(readiness, http)),
+        http,
+    )
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -112,6 +112,11 @@ pub struct HttpArgs {
     /// until one closes, so file descriptors and memory stay bounded however many connect.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub http_max_connections: usize,
+    /// A second address for `/readyz` and `/metrics` (and `/healthz`), kept off the public one:
+    /// set, the main address answers only `/healthz` of the three, so a buyer cannot read the
+    /// counters or learn which dependency is down. Unset, the main address serves all three.
+    #[arg(long, env = "OPS_ADDR")]
+    pub ops_addr: Option<std::net::SocketAddr>,
     /// How long shutdown waits for in-flight work after SIGTERM before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,

@@ -49,7 +49,10 @@ pub(crate) fn router(state: AppState, readiness: Readiness, http: &HttpArgs) -> 
         .merge(auth::router())
         .route("/openapi.json", get(openapi_json))
         .with_state(state);
-    flash_core::http::with_middleware(api.merge(flash_core::http::ops_router(readiness)), http)
+    flash_core::http::with_middleware(
+        api.merge(flash_core::http::ops_router(readiness, http)),
+        http,
+    )
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

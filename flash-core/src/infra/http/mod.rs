@@ -180,11 +180,21 @@ struct Check {
     error: Option<String>,
 }
 
-/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
+/// The ops routes a service's main address serves: `/healthz` (the process is alive), and
+/// `/readyz` (its dependencies answer) and `/metrics` unless `http.ops_addr` moves those two to
+/// their own address ([`Server::with_ops`]).
 ///
 /// Installs the metrics recorder, so counters recorded from now on are kept.
-pub fn ops_router(readiness: Readiness) -> Router {
+pub fn ops_router(readiness: Readiness, http: &HttpArgs) -> Router {
     telemetry::metrics_handle();
+    if http.ops_addr.is_some() {
+        return Router::new().route("/healthz", get(healthz));
+    }
+    all_ops(readiness)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+fn all_ops(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -280,6 +290,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    /// The ops address's listener and routes, when `OPS_ADDR` is set.
+    ops: Option<(TcpListener, Router)>,
     shutdown: CancellationToken,
     grace: Duration,
     connections: serve::Connections,
@@ -300,6 +312,7 @@ impl Server {
         Ok(Self {
             listener,
             router,
+            ops: None,
             shutdown,
             grace: http.shutdown_grace(),
             connections: serve::Connections {
@@ -307,6 +320,19 @@ impl Server {
                 max: http.http_max_connections,
             },
         })
+    }
+
+    /// Binds `http.ops_addr`, if set, for `/healthz`, `/readyz` and `/metrics` (the main
+    /// address's [`ops_router`] then leaves the last two out).
+    ///
+    /// # Errors
+    /// When the ops address is taken or not local.
+    pub async fn with_ops(mut self, readiness: Readiness, http: &HttpArgs) -> anyhow::Result<Self> {
+        if let Some(addr) = http.ops_addr {
+            let listener = bind(addr).await?;
+            self.ops = Some((listener, with_middleware(all_ops(readiness), http)));
+        }
+        Ok(self)
     }
 
     /// The bound address.
@@ -319,19 +345,40 @@ impl Server {
             .context("reading the bound address")
     }
 
+    /// The ops address as bound (tests bind port 0), when there is one.
+    ///
+    /// # Errors
+    /// When the socket has no local address, which would be an OS failure.
+    pub fn ops_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.ops
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr().context("reading the ops address"))
+            .transpose()
+    }
+
     /// Serves until shutdown, then stops accepting, lets in-flight requests finish, and gives
     /// up after the grace period.
     ///
     /// # Errors
     /// When the server fails (not on a clean shutdown).
     pub async fn run(self) -> anyhow::Result<()> {
-        serve::serve(
+        let main = serve::serve(
             self.listener,
             self.router,
             &self.shutdown,
             self.grace,
             self.connections,
-        )
-        .await
+        );
+        let Some((listener, router)) = self.ops else {
+            return main.await;
+        };
+        let ops = serve::serve(
+            listener,
+            router,
+            &self.shutdown,
+            self.grace,
+            self.connections,
+        );
+        tokio::try_join!(main, ops).map(|((), ())| ())
     }
 }
