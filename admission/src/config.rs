@@ -62,6 +62,10 @@ pub struct Config {
     /// poll answers at once instead of waiting.
     #[arg(long, env = "LONG_POLLS_MAX", default_value_t = 50_000)]
     pub long_polls_max: usize,
+    /// Polls of tickets that do not exist one member may make per minute; past it their polls
+    /// get 429 until the quota refills, without the Redis and PostgreSQL lookups a miss costs.
+    #[arg(long, env = "POLL_MISSES_PER_MEMBER_PER_MIN", default_value_t = 30)]
+    pub poll_misses_per_member_per_min: u32,
     /// Long-polls one member may hold waiting at once (a few tabs); past it a poll answers at
     /// once instead of waiting.
     #[arg(long, env = "LONG_POLLS_PER_MEMBER", default_value_t = 4)]

@@ -178,7 +178,10 @@ impl Gate {
         Ok((sales, false))
     }
 
-    /// Decides an entry of `member` into `sale` (one round trip).
+    /// Decides an entry of `member` into `sale` (one round trip), and registers the sale
+    /// under its tag once the entry made or found a ticket, before anyone can poll it: a sale
+    /// that does not exist is never registered, so made-up sale ids leave no keys behind. A
+    /// unit taken for a ticket that cannot be registered goes back.
     pub(crate) async fn enter(
         &self,
         sale: Uuid,
@@ -186,7 +189,33 @@ impl Gate {
         now: DateTime<Utc>,
         work: u32,
     ) -> redis::RedisResult<Entry> {
-        self.register(sale).await?;
+        let entry = self.decide(sale, member, now, work).await?;
+        let holds_ticket = matches!(
+            entry,
+            Entry::Queued { .. }
+                | Entry::Waitlisted { .. }
+                | Entry::Prequeued { .. }
+                | Entry::SoldOut { .. }
+                | Entry::Existing { .. }
+        );
+        if holds_ticket && let Err(err) = self.register(sale).await {
+            if let Entry::Queued { ticket, .. } = entry {
+                // Not published yet: no worker can hold it, so the undo withdraws it.
+                self.undo(sale, member, ticket).await?;
+            }
+            return Err(err);
+        }
+        Ok(entry)
+    }
+
+    /// The entry script's decision.
+    async fn decide(
+        &self,
+        sale: Uuid,
+        member: MemberId,
+        now: DateTime<Utc>,
+        work: u32,
+    ) -> redis::RedisResult<Entry> {
         let call = EntryCall::new(
             &self.keys,
             sale,

@@ -55,6 +55,7 @@ pub struct App {
     queue: queue::Queue,
     stream: async_nats::jetstream::stream::Stream,
     limits: Arc<limits::EntryLimits>,
+    poll_misses: Arc<limits::PollMisses>,
     gateway: Arc<gateway::Gateway>,
     drawer: draw::Drawer,
     draw_every: Duration,
@@ -95,6 +96,9 @@ impl App {
             config.entry_rate_per_member_per_min,
             config.entry_rate_per_address_per_min,
         ));
+        let poll_misses = Arc::new(limits::PollMisses::new(
+            config.poll_misses_per_member_per_min,
+        ));
         let client_address = ClientAddress::from_args(&config.client_address)?;
         let gateway = Arc::new(gateway::Gateway::new(
             &config.gateway,
@@ -120,6 +124,7 @@ impl App {
             ),
             queue: queue.clone(),
             limits: Arc::clone(&limits),
+            poll_misses: Arc::clone(&poll_misses),
             queue_max_depth: config.queue_max_depth,
             long_polls: long_polls::MemberLongPolls::new(config.long_polls_per_member),
             client_address,
@@ -149,6 +154,7 @@ impl App {
             queue,
             stream,
             limits,
+            poll_misses,
             gateway,
             drawer,
             draw_every: Duration::from_millis(config.draw_interval_ms),
@@ -187,6 +193,10 @@ impl App {
         let limits = Arc::clone(&self.limits);
         flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
             limits.forget_idle()
+        });
+        let poll_misses = Arc::clone(&self.poll_misses);
+        flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {
+            poll_misses.forget_idle()
         });
         let gateway = Arc::clone(&self.gateway);
         flash_core::shutdown::every(limits::FORGET_INTERVAL, self.shutdown.clone(), move || {

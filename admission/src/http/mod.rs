@@ -19,7 +19,12 @@ use flash_core::{
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
-use crate::{gate::Gate, limits::EntryLimits, long_polls::MemberLongPolls, queue::Queue};
+use crate::{
+    gate::Gate,
+    limits::{EntryLimits, PollMisses},
+    long_polls::MemberLongPolls,
+    queue::Queue,
+};
 
 /// What every handler can reach: one shared [`Shared`] behind an `Arc`, because axum clones
 /// the state for every request and the door's parts (scripts, key prefixes, the JetStream
@@ -48,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Gate,
     pub(crate) queue: Queue,
     pub(crate) limits: Arc<EntryLimits>,
+    /// Polls of tickets that do not exist, per member.
+    pub(crate) poll_misses: Arc<PollMisses>,
     pub(crate) queue_max_depth: u64,
     /// Each member's waiting long-polls.
     pub(crate) long_polls: Arc<MemberLongPolls>,

@@ -475,6 +475,7 @@ pub(crate) struct Poll {
         (status = 400, description = "Malformed id or wait", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Not logged in", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such ticket of the caller's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many polls of tickets that do not exist; see Retry-After", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(ticket_id = %ticket))]
@@ -539,7 +540,13 @@ async fn load_ticket(
     ticket: Uuid,
     member: &AuthMember,
 ) -> Result<TicketBody, ApiError> {
-    let not_found = || ApiError::not_found(format!("no ticket {ticket}"));
+    state.poll_misses.check(member.member_id)?;
+    let not_found = || {
+        state.poll_misses.missed(
+            member.member_id,
+            ApiError::not_found(format!("no ticket {ticket}")),
+        )
+    };
     if let Some(current) = state.gate.ticket(ticket).await? {
         // Another member's ticket, or one withdrawn before its buyer heard of it, does not
         // exist as far as this caller can tell.

@@ -12,6 +12,7 @@ mod client_addresses;
 mod entry;
 mod friction;
 mod gateway;
+mod lookups;
 mod ops;
 mod polling;
 mod sessions;
