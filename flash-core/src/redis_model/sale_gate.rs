@@ -188,29 +188,94 @@ pub async fn write_meta(
 }
 
 fn hset_meta(pipe: &mut redis::Pipeline, meta_key: &str, meta: &SaleMeta) {
-    pipe.cmd("HSET")
-        .arg(meta_key)
-        .arg("starts_at")
-        .arg(meta.starts_at.timestamp_millis())
-        .arg("ends_at")
-        .arg(meta.ends_at.timestamp_millis())
-        .arg("per_member_limit")
-        .arg(meta.per_member_limit)
-        .arg("cancelled")
-        .arg(u8::from(meta.cancelled))
-        .arg("paused")
-        .arg(u8::from(meta.paused))
-        .arg("outflow")
-        .arg(meta.outflow_per_sec)
-        .arg("waitlist")
-        .arg(meta.waitlist_limit)
-        .arg("prequeue_at")
-        .arg(meta.prequeue_at.map_or(0, |at| at.timestamp_millis()))
-        .arg("pow")
-        .arg(meta.pow_bits)
-        .arg("abandon")
-        .arg(meta.abandon_after_secs)
-        .ignore();
+    let cmd = pipe.cmd("HSET").arg(meta_key);
+    for (field, value) in meta_fields(meta) {
+        cmd.arg(field).arg(value);
+    }
+    cmd.ignore();
+}
+
+/// The metadata's fields as arming writes them, every one a number.
+fn meta_fields(meta: &SaleMeta) -> [(&'static str, i64); 10] {
+    [
+        ("starts_at", meta.starts_at.timestamp_millis()),
+        ("ends_at", meta.ends_at.timestamp_millis()),
+        ("per_member_limit", i64::from(meta.per_member_limit)),
+        ("cancelled", i64::from(meta.cancelled)),
+        ("paused", i64::from(meta.paused)),
+        ("outflow", i64::from(meta.outflow_per_sec)),
+        ("waitlist", i64::from(meta.waitlist_limit)),
+        (
+            "prequeue_at",
+            meta.prequeue_at.map_or(0, |at| at.timestamp_millis()),
+        ),
+        ("pow", i64::from(meta.pow_bits)),
+        ("abandon", i64::from(meta.abandon_after_secs)),
+    ]
+}
+
+/// Brings `sale`'s metadata to `meta` field by field (`lua/converge_meta.lua`): a change whose
+/// Redis step failed (a PATCH, a pause, a cancel) reaches the door at the reconciler's next
+/// pass. Returns how many fields were off; metadata Redis does not hold is left to arming.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn converge_meta(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    meta: &SaleMeta,
+) -> redis::RedisResult<u32> {
+    let mut call = script::CONVERGE_META.redis().prepare_invoke();
+    call.key(keys.sale_meta(sale));
+    for (field, value) in meta_fields(meta) {
+        call.arg(field).arg(value);
+    }
+    call.invoke_async(&mut redis.clone()).await
+}
+
+/// What the reconciler reads of a sale's gate in one round trip: the gate's units (`None` when
+/// Redis lost it), the admissions counter and the tickets being promoted.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn gate_reading(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+) -> redis::RedisResult<(Option<i64>, i64, i64)> {
+    let (gate, seq, promoting): (Option<i64>, Option<i64>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(keys.sale_gate(sale))
+        .cmd("GET")
+        .arg(keys.sale_seq(sale))
+        .cmd("SCARD")
+        .arg(keys.sale_promoting(sale))
+        .query_async(&mut redis.clone())
+        .await?;
+    Ok((gate, seq.unwrap_or(0), promoting))
+}
+
+/// Sets `sale`'s gate to `units` if it still holds `read` (`lua/correct_gate.lua`); `false`
+/// when it moved since.
+///
+/// # Errors
+/// When Redis is unreachable.
+pub async fn correct_gate(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    read: i64,
+    units: i64,
+) -> redis::RedisResult<bool> {
+    let set: i64 = script::CORRECT_GATE
+        .redis()
+        .key(keys.sale_gate(sale))
+        .arg(read)
+        .arg(units)
+        .invoke_async(&mut redis.clone())
+        .await?;
+    Ok(set == 1)
 }
 
 /// What the workers need to know about a sale before they drain it.

@@ -79,6 +79,10 @@ scripts! {
     OUTFLOW_TAKE = "outflow_take.lua";
     /// Unused outflow tokens: `lua/outflow_give_back.lua`.
     OUTFLOW_GIVE_BACK = "outflow_give_back.lua";
+    /// Metadata brought to PostgreSQL's settings: `lua/converge_meta.lua`.
+    CONVERGE_META = "converge_meta.lua";
+    /// A gate found off, set if unmoved: `lua/correct_gate.lua`.
+    CORRECT_GATE = "correct_gate.lua";
     /// Units into an armed gate: `lua/add_units.lua`.
     ADD_UNITS = "add_units.lua";
     /// Units out of the gate: `lua/take_units.lua`.

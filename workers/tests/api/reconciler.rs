@@ -43,3 +43,95 @@ async fn a_lost_gate_is_rearmed_from_postgres_minus_the_queue(db: PgPool) {
     assert_eq!(units, 7);
     env.cleanup().await;
 }
+
+async fn arm(env: &Env, units: i64) {
+    flash_core::redis_model::sale_gate::arm(
+        &env.redis,
+        &env.keys,
+        env.sale,
+        units,
+        &flash_core::redis_model::sale_gate::SaleMeta::open(
+            chrono::Utc::now() - chrono::Duration::minutes(1),
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            1,
+        ),
+        flash_core::redis_model::sale_gate::Arm::IfAbsent,
+    )
+    .await
+    .unwrap();
+}
+
+async fn gate(env: &Env) -> i64 {
+    redis::AsyncCommands::get(&mut env.redis.clone(), env.keys.sale_gate(env.sale))
+        .await
+        .unwrap()
+}
+
+async fn meta(env: &Env, field: &str) -> Option<String> {
+    redis::AsyncCommands::hget(&mut env.redis.clone(), env.keys.sale_meta(env.sale), field)
+        .await
+        .unwrap()
+}
+
+/// Item 9 of the hardening issue: an admin's change reached PostgreSQL and Redis failed before
+/// it took the change (a pause and a proof of work, then a cancel). The reconciler brings the
+/// door's view to PostgreSQL's: the metadata at once, and a cancelled sale's gate to 0.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn the_reconciler_brings_stale_metadata_and_a_cancelled_gate_to_postgres(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    arm(&env, 5).await;
+    sqlx::query("update flash_sales set paused_at = now(), pow_bits = 3 where flash_sale_id = $1")
+        .bind(env.sale)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let reconciler = env.reconciler();
+
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(
+        (meta(&env, "paused").await, meta(&env, "pow").await),
+        (Some("1".into()), Some("3".into()))
+    );
+    assert_eq!(gate(&env).await, 5, "a live sale's gate is left alone");
+
+    sqlx::query("update flash_sales set cancelled_at = now() where flash_sale_id = $1")
+        .bind(env.sale)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(meta(&env, "cancelled").await, Some("1".into()));
+    assert_eq!(gate(&env).await, 0, "a cancelled sale admits nobody");
+    env.cleanup().await;
+}
+
+/// A unit came back in PostgreSQL (a cancel, a declined payment, a restock) and Redis failed
+/// before the gate took it: once the sale is quiet (nothing admitted, queued or promoting for
+/// the settle time) the gate is set to PostgreSQL's units left, so the unit is sold after all.
+/// A sale with tickets in the queue is not touched.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_unit_lost_on_its_way_back_to_the_gate_returns_once_the_sale_is_quiet(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    arm(&env, 4).await;
+    let reconciler = env.reconciler().settle_after(std::time::Duration::ZERO);
+
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(gate(&env).await, 4, "one pass alone never corrects");
+    reconciler.reconcile_once().await.unwrap();
+    assert_eq!(gate(&env).await, 5, "the lost unit is back");
+
+    env.queue(env.member().await, 1, Uuid::now_v7(), None).await;
+    let _: i64 =
+        redis::AsyncCommands::decr(&mut env.redis.clone(), env.keys.sale_gate(env.sale), 2)
+            .await
+            .unwrap();
+    for _ in 0..3 {
+        reconciler.reconcile_once().await.unwrap();
+    }
+    assert_eq!(
+        gate(&env).await,
+        3,
+        "a sale with queued tickets is left alone"
+    );
+    env.cleanup().await;
+}
