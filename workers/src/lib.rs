@@ -153,6 +153,7 @@ impl App {
             redis.clone(),
             keys,
             stream,
+            js.clone(),
             Subjects::new(&config.nats.nats_subject_prefix),
         );
         let readiness = Readiness::new(shutdown.clone())

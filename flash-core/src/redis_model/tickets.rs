@@ -47,6 +47,78 @@ pub async fn claim(
         .collect())
 }
 
+/// A `queued` ticket no worker has claimed, as [`stranded`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stranded {
+    /// The ticket.
+    pub ticket: Uuid,
+    /// Its buyer.
+    pub member: Uuid,
+    /// Its queue number.
+    pub seq: i64,
+}
+
+/// A ticket's `status`, `member`, `seq` and `claimed`, as [`stranded`] reads them.
+type StrandFields = (Option<String>, Option<String>, Option<i64>, Option<String>);
+
+/// Keys read per `SCAN` step and per pipeline of [`stranded`].
+const SCAN_STEP: usize = 1000;
+
+/// Every ticket of `sale` that is `queued` and never claimed by a worker. Asked only of a quiet
+/// sale (nothing in the queue, see the reconciler), where such a ticket was never published: its
+/// door died between the entry script and the publish. Walks the sale's keys with `SCAN`, a
+/// thousand at a time, so Redis is never blocked for long.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn stranded(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+) -> redis::RedisResult<Vec<Stranded>> {
+    let pattern = keys.sale_tickets_pattern(sale);
+    let mut conn = redis.clone();
+    let mut cursor: u64 = 0;
+    let mut found = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_STEP)
+            .query_async(&mut conn)
+            .await?;
+        if !batch.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &batch {
+                pipe.cmd("HMGET")
+                    .arg(key)
+                    .arg(&["status", "member", "seq", "claimed"]);
+            }
+            let fields: Vec<StrandFields> = pipe.query_async(&mut conn).await?;
+            for (key, (status, member, seq, claimed)) in batch.iter().zip(fields) {
+                let ticket = key.rsplit(':').next().and_then(|id| id.parse().ok());
+                let member = member.and_then(|m| m.parse().ok());
+                let queued = status.as_deref() == Some(TicketStatus::Queued.as_str());
+                if let (true, Some(ticket), Some(member), Some(seq), None) =
+                    (queued, ticket, member, seq, claimed)
+                {
+                    found.push(Stranded {
+                        ticket,
+                        member,
+                        seq,
+                    });
+                }
+            }
+        }
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
+}
+
 /// After the drain's commit, in one round trip: each ticket learns its decision, the sale's
 /// served counter moves up to `highest_seq` (`lua/served.lua`), and `decided` tickets count
 /// towards the measured drain rate (`lua/measure_rate.lua`).

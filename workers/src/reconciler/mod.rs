@@ -10,7 +10,9 @@
 //!   a proof of work or a cancel whose Redis step failed reaches the door within a pass.
 //! - A cancelled sale's gate goes to 0; a live sale's gate is set to `quantity_left` once the
 //!   sale has been quiet long enough to compare them (see [`quiet`]), which returns a unit lost
-//!   on its way back to the gate.
+//!   on its way back to the gate. A gate short because a door died between the entry script
+//!   and the publish is mended by publishing the `queued` tickets it stranded instead: their
+//!   buyers took those units, and may have found the tickets on the waiting room's arrival.
 //!
 //! Each pass also announces the sales whose start or end time has passed (the `started` and
 //! `ended` sale events): nothing else notices a time passing. The announcement is marked on
@@ -28,9 +30,10 @@ use std::{
 use anyhow::Context;
 use async_nats::jetstream;
 use flash_core::{
+    jobs::TicketMessage,
     nats::Subjects,
-    redis_model::Keys,
     redis_model::sale_gate::{self, Arm, SaleSettings},
+    redis_model::{Keys, tickets},
     sale_events::{self, SaleEvent},
 };
 use futures::StreamExt;
@@ -44,6 +47,8 @@ pub struct Reconciler {
     redis: ConnectionManager,
     keys: Keys,
     stream: jetstream::stream::Stream,
+    /// Publishes tickets a dead door stranded.
+    js: jetstream::Context,
     subjects: Subjects,
     quiet_for: Duration,
     /// Each live sale's quiet spell so far.
@@ -58,12 +63,14 @@ struct LiveSale {
 }
 
 impl Reconciler {
-    /// A reconciler for the sales in `db`, the gates in `redis`, the queue in `stream`.
+    /// A reconciler for the sales in `db`, the gates in `redis`, the queue in `stream` (which
+    /// it publishes to through `js`).
     pub fn new(
         db: PgPool,
         redis: ConnectionManager,
         keys: Keys,
         stream: jetstream::stream::Stream,
+        js: jetstream::Context,
         subjects: Subjects,
     ) -> Self {
         Self {
@@ -71,6 +78,7 @@ impl Reconciler {
             redis,
             keys,
             stream,
+            js,
             subjects,
             quiet_for: quiet::QUIET_FOR,
             quiet: Mutex::default(),
@@ -155,14 +163,49 @@ impl Reconciler {
             };
             target
         };
-        if let Some(units) = target
-            && sale_gate::correct_gate(&self.redis, &self.keys, id, gate, units).await?
-        {
+        let Some(units) = target else {
+            return Ok(false);
+        };
+        // A gate short of PostgreSQL in a quiet sale may hold the units of tickets a dead door
+        // took and never published: those are queued, and sold to the buyers who took them.
+        if units > gate && self.queue_stranded(id).await? > 0 {
+            self.lock_quiet().remove(&id);
+            return Ok(false);
+        }
+        if sale_gate::correct_gate(&self.redis, &self.keys, id, gate, units).await? {
             tracing::warn!(sale_id = %id, from = gate, to = units, "set a sale gate that was off to PostgreSQL's units left");
             metrics::counter!("flash_workers_gates_corrected_total").increment(1);
             self.lock_quiet().remove(&id);
         }
         Ok(false)
+    }
+
+    /// Publishes every ticket of `sale` left `queued` and unpublished (see
+    /// [`tickets::stranded`]), under its id as `Nats-Msg-Id`; returns how many.
+    async fn queue_stranded(&self, sale: Uuid) -> anyhow::Result<usize> {
+        let stranded = tickets::stranded(&self.redis, &self.keys, sale).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for found in &stranded {
+            let message = TicketMessage {
+                ticket_id: found.ticket.into(),
+                sale_id: sale.into(),
+                member_id: found.member.into(),
+                seq: found.seq,
+                admitted_at_ms: now,
+            };
+            flash_core::nats::publish_durably(
+                &self.js,
+                self.subjects.flash_tickets(sale),
+                &found.ticket.to_string(),
+                serde_json::to_vec(&message)?.into(),
+                None,
+            )
+            .await
+            .with_context(|| format!("queueing stranded ticket {}", found.ticket))?;
+            tracing::warn!(sale_id = %sale, ticket_id = %found.ticket, "queued a ticket its door took a unit for and never published");
+        }
+        metrics::counter!("flash_workers_stranded_queued_total").increment(stranded.len() as u64);
+        Ok(stranded.len())
     }
 
     async fn quantity_left(&self, sale: Uuid) -> anyhow::Result<i32> {

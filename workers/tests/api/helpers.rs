@@ -153,6 +153,7 @@ impl Env {
             self.redis.clone(),
             self.keys.clone(),
             self.stream.clone(),
+            self.js.clone(),
             Subjects::new(&self.iso.nats.nats_subject_prefix),
         )
     }

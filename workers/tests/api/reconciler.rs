@@ -135,3 +135,48 @@ async fn a_unit_lost_on_its_way_back_to_the_gate_returns_once_the_sale_is_quiet(
     );
     env.cleanup().await;
 }
+
+/// Item 11 of the hardening issue: a door died between the entry script and the publish, so a
+/// `queued` ticket holds a unit and no message names it (its buyer may still find it on the
+/// waiting room's arrival question). Once the sale is quiet the reconciler queues it, under its
+/// own id as `Nats-Msg-Id`, and the drain orders it: the unit is sold, to the buyer who took it.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_ticket_stranded_by_a_dead_door_is_queued_once_the_sale_is_quiet(db: PgPool) {
+    let env = Env::new(db, 5, 1).await;
+    arm(&env, 5).await;
+    let member = env.member().await;
+    let entry = flash_core::redis_model::entry::EntryCall::new(
+        &env.keys,
+        env.sale,
+        member,
+        Uuid::now_v7(),
+        chrono::Utc::now(),
+        0,
+    )
+    .run(&env.redis)
+    .await
+    .unwrap();
+    let flash_core::redis_model::entry::Entry::Queued { ticket, .. } = entry else {
+        panic!("the entry takes a unit: {entry:?}");
+    };
+    let reconciler = env.reconciler().settle_after(std::time::Duration::ZERO);
+
+    for _ in 0..3 {
+        reconciler.reconcile_once().await.unwrap();
+    }
+    env.drain_all(&env.drainer().await).await;
+
+    assert_eq!(env.status(ticket).await.0, "ordered");
+    assert_eq!((env.orders().await, env.quantity_left().await), (1, 4));
+    assert_eq!(
+        gate(&env).await,
+        4,
+        "the unit was sold, not put back as well"
+    );
+    for _ in 0..3 {
+        reconciler.reconcile_once().await.unwrap();
+    }
+    assert_eq!(gate(&env).await, 4);
+    assert_eq!(env.orders().await, 1);
+    env.cleanup().await;
+}
