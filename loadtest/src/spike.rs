@@ -187,8 +187,8 @@ pub struct SpikeReport {
     /// Tickets that were not final when the run gave up (0 in a healthy run).
     pub unfinished: u64,
     /// Units still unsold after payments settled while buyers had been told `sold_out`: each
-    /// could have gone to one of them (goal 0; declined payments give units back, and only a
-    /// waitlist hands them on).
+    /// could have gone to one of them (must be 0; declined payments give units back, and the
+    /// sale's waitlist hands them on).
     pub undersold_while_refused: u64,
     /// From the sale's start until the last buyer saw a final ticket, in milliseconds.
     pub all_final_ms: Option<f64>,
@@ -220,9 +220,11 @@ pub struct Baseline {
 }
 
 impl SpikeReport {
-    /// True when every ticket became final and no invariant broke.
+    /// True when every ticket became final, no unit was left unsold while buyers were
+    /// refused, and no invariant broke.
     pub fn is_healthy(&self) -> bool {
         self.unfinished == 0
+            && self.undersold_while_refused == 0
             && self.check.is_sound()
             && self.fairness.as_ref().is_none_or(Fairness::is_fair)
     }
@@ -314,8 +316,9 @@ pub async fn run(args: SpikeArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         report.is_healthy(),
-        "the spike was not healthy: {} tickets not final, {} invariant violation(s)",
+        "the spike was not healthy: {} tickets not final, {} units unsold while buyers were refused, {} invariant violation(s)",
         report.unfinished,
+        report.undersold_while_refused,
         report.check.violations.len()
     );
     Ok(())
@@ -335,7 +338,7 @@ pub async fn run_with(
     let run = Run::prepare(db, signer, plan).await?;
     let before = run.before_start(plan).await;
     let prequeued: Vec<Uuid> = before.queued.iter().map(|(_, ticket, _)| *ticket).collect();
-    let rush = run.rush(plan, before.early, before.queued).await;
+    let rush = run.rush(db, plan, before.early, before.queued).await;
 
     let sale = run.sale;
     let orders_per_second = drain_rate(db, sale, run.starts_at, plan.units).await?;
@@ -534,8 +537,9 @@ impl Run {
     }
 
     /// From the start: the other buyers enter, then every queued ticket is followed until it
-    /// is final (or the run gives up).
-    async fn rush(&self, plan: &Plan, early: usize, mut queued: Vec<Queued>) -> Rush {
+    /// is final (or the run gives up). Meanwhile the sale is ended once its units are sold for
+    /// good (see [`end_when_sold`]), so that the buyers still on the waitlist learn it.
+    async fn rush(&self, db: &PgPool, plan: &Plan, early: usize, mut queued: Vec<Queued>) -> Rush {
         let start = Instant::now();
         let arrivals: Mutex<Vec<Arrival>> = Mutex::default();
         let (entries, arrived, at_once) = enter_all(
@@ -561,8 +565,17 @@ impl Run {
             &self.progress,
             start,
             &poll_count,
-        )
-        .await;
+        );
+        tokio::pin!(polled);
+        let polled = tokio::select! {
+            polled = &mut polled => polled,
+            ended = end_when_sold(db, &self.shop, self.sale, plan.settle_timeout) => {
+                if let Err(err) = ended {
+                    self.say(format!("ending the sale failed: {err:#}"));
+                }
+                polled.await
+            }
+        };
         let polls = poll_count.load(Ordering::Relaxed);
         let polls_per_second = polls as f64 / polling.elapsed().as_secs_f64().max(1e-3);
         let mut unfinished = 0;
@@ -670,6 +683,22 @@ impl Shop {
                           "ends_at": starts_at + chrono::Duration::hours(1),
                           "prequeue_secs": prequeue_secs});
         self.create("flash-sales", body).await
+    }
+
+    /// Ends `sale` now (`POST /flash-sales/{id}/end`).
+    async fn end(&self, sale: Uuid) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .post(format!("{}/flash-sales/{sale}/end", self.catalog))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .with_context(|| format!("ending sale {sale} at {}", self.catalog))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("ending sale {sale}: catalog-api answered {status}");
+        }
+        Ok(())
     }
 
     async fn create(&self, what: &str, body: Value) -> anyhow::Result<Uuid> {
@@ -946,6 +975,33 @@ async fn drain_rate(
         let secs = (at - starts_at).to_std().ok()?.as_secs_f64();
         (secs > 0.0).then(|| count.min(units) as f64 / secs)
     }))
+}
+
+/// Ends the sale through catalog-api once its units are sold for good (none left and no
+/// payment pending, so none can come back), or after `bound` whatever is left: until then a
+/// unit that comes back goes to a waitlisted buyer, and a waitlisted ticket is final only when
+/// the sale ends (`sold_out`).
+async fn end_when_sold(
+    db: &PgPool,
+    shop: &Shop,
+    sale: Uuid,
+    bound: Duration,
+) -> anyhow::Result<()> {
+    let give_up = Instant::now() + bound;
+    loop {
+        let (left, pending): (i32, i64) = sqlx::query_as(
+            "select quantity_left, (select count(*) from orders
+                                    where flash_sale_id = $1 and status = 'pending_payment')
+             from flash_sales where flash_sale_id = $1",
+        )
+        .bind(sale)
+        .fetch_one(db)
+        .await?;
+        if (left == 0 && pending == 0) || Instant::now() >= give_up {
+            return shop.end(sale).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Waits (bounded) until no order of the sale awaits its payment.

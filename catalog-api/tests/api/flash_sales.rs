@@ -291,3 +291,29 @@ async fn sales_are_listed_by_status(db: PgPool) {
     .await;
     app.teardown().await;
 }
+
+/// Item 6 of the hardening issue: a unit that comes back while buyers were refused must reach
+/// one of them, so a sale has a waitlist unless its admin turns it off. Omitted, it holds as
+/// many buyers as the sale has units (bounded by the field's maximum); 0 turns it off.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_sale_has_a_waitlist_unless_it_is_turned_off(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let admin = app.caller(Role::Admin).await;
+    let product = app.product(&admin, "FS-W", 12900, 100).await;
+
+    let default = create_sale(&app, &admin, &sale_body(&product, 30, Duration::minutes(5))).await;
+    let mut off = sale_body(&product, 20, Duration::minutes(5));
+    off["waitlist_limit"] = json!(0);
+    let off = create_sale(&app, &admin, &off).await;
+
+    assert_eq!(default["waitlist_limit"], 30);
+    assert_eq!(off["waitlist_limit"], 0);
+    let meta_key = format!(
+        "{}{{sale:{}}}:meta",
+        app.iso.redis.redis_key_prefix,
+        default["id"].as_str().unwrap()
+    );
+    let waitlist: i64 = app.redis.clone().hget(&meta_key, "waitlist").await.unwrap();
+    assert_eq!(waitlist, 30, "the door waitlists buyers past the last unit");
+    app.teardown().await;
+}

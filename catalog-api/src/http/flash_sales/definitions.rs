@@ -153,10 +153,11 @@ pub(crate) struct NewSale {
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     /// Buyers who may join a waitlist once the units are gone, to get one that comes back
-    /// (a failed payment, a cancelled order, added stock); 0 (the default) = no waitlist.
-    #[serde(default)]
+    /// (a failed payment, a cancelled order, added stock). Omitted: as many as the sale has
+    /// units (at most the maximum), so a returned unit always finds a refused buyer; 0 turns
+    /// the waitlist off, on purpose.
     #[schema(minimum = 0, maximum = 10_000_000)]
-    waitlist_limit: i64,
+    waitlist_limit: Option<i64>,
     /// Open a pre-queue this many seconds before the start (0, the default = none): whoever
     /// enters then is ordered by a seeded random draw at the start, ahead of later arrivals.
     #[serde(default)]
@@ -185,7 +186,9 @@ impl NewSale {
             price: self.price_cents,
             quantity: self.quantity,
             limit: self.per_member_limit,
-            waitlist: self.waitlist_limit,
+            waitlist: self
+                .waitlist_limit
+                .unwrap_or_else(|| self.quantity.clamp(0, MAX_QUANTITY)),
             prequeue: self.prequeue_secs,
             pow: self.pow_bits,
             abandon: self.abandon_after_secs,
