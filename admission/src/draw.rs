@@ -16,12 +16,14 @@
 //!    door's script, so from then on entries take the gate directly and none is stranded.
 //! 5. Promoted tickets are published like any door entry and confirmed `queued`; one left
 //!    `promoting` by a crash is published by the workers' promoter.
-//! 6. `released_at` and the `prequeue_drawn` event are written in one transaction.
+//! 6. PostgreSQL's copy of the waiting tickets learns where each pre-queued ticket went.
+//! 7. `released_at` and the `prequeue_drawn` event are written in one transaction.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flash_core::{
+    domain::TicketStatus,
     jobs::TicketMessage,
     redis_model::{
         Keys,
@@ -125,6 +127,7 @@ impl Drawer {
             }
             self.renew(sale).await?;
         }
+        self.settle_waiting(sale).await?;
         let mut tx = self.db.begin().await?;
         let marked = sqlx::query(
             "update flash_sales set released_at = now() where flash_sale_id = $1 and released_at is null",
@@ -146,6 +149,33 @@ impl Drawer {
         tx.commit().await?;
         tracing::info!(%sale, seed, entrants = order.len(), "pre-queue drawn and released");
         metrics::counter!("flash_admission_prequeue_released_total").increment(order.len() as u64);
+        Ok(())
+    }
+
+    /// After the placing: PostgreSQL's copy of the pre-queued tickets learns where each went.
+    /// One the draw put on the waitlist waits there now; the others (queued, sold out) wait no
+    /// more.
+    async fn settle_waiting(&self, sale: Uuid) -> anyhow::Result<()> {
+        let waiting = flash_core::waiting::of_sale(&self.db, sale).await?;
+        let prequeued: Vec<Uuid> = waiting
+            .iter()
+            .filter(|w| w.kind == flash_core::waiting::Kind::Prequeued)
+            .map(|w| w.ticket)
+            .collect();
+        for chunk in prequeued.chunks(CHUNK) {
+            let statuses = prequeue::statuses(&self.redis, &self.keys, sale, chunk).await?;
+            let (waitlisted, placed): (Vec<_>, Vec<_>) = chunk
+                .iter()
+                .zip(statuses)
+                // Still pre-queued, or unknown to a Redis that lost it: it still waits.
+                .filter(|(_, status)| status.is_some_and(|s| s != TicketStatus::Prequeued))
+                .partition(|(_, status)| *status == Some(TicketStatus::Waitlisted));
+            let ids = |found: Vec<(&Uuid, Option<TicketStatus>)>| -> Vec<Uuid> {
+                found.into_iter().map(|(t, _)| *t).collect()
+            };
+            flash_core::waiting::moved_to_waitlist(&self.db, &ids(waitlisted)).await?;
+            flash_core::waiting::left(&self.db, &ids(placed)).await?;
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! of sales under each tag (`Keys::sale_tag`), and a lookup tries each. The rest of the id is
 //! random: a UUID of version 8 with 90 random bits, as hard to guess as a version 4 one.
 
+pub(crate) use flash_core::redis_model::sale_tag;
 use uuid::Uuid;
 
 /// A new ticket id for `sale`.
@@ -13,14 +14,6 @@ pub(crate) fn new_ticket(sale: Uuid) -> Uuid {
     let mut bytes = Uuid::new_v4().into_bytes();
     bytes[..4].copy_from_slice(&sale_tag(sale).to_be_bytes());
     Uuid::new_v8(bytes)
-}
-
-/// The tag every ticket of `sale` starts with: FNV-1a over the id's bytes, the same in every
-/// process and release (a std `Hasher` is neither).
-pub(crate) fn sale_tag(sale: Uuid) -> u32 {
-    sale.as_bytes().iter().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// The sale tag a ticket id carries; `None` for an id the door did not make (then only

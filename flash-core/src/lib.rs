@@ -9,7 +9,7 @@
 //! - [`domain`]: I/O-free value types (typed ids, the order and ticket state machines, roles,
 //!   email addresses);
 //! - `rules/`: the domain rules shared by several services (job contracts, the outbox, the
-//!   pre-queue draw, restocking, sale events);
+//!   pre-queue draw, restocking, sale events, the durable copy of waiting tickets);
 //! - [`redis_model`]: the Redis data model (keys, TTLs, every Lua script behind a typed
 //!   operation).
 //!
@@ -29,4 +29,4 @@ pub use infra::{
     shutdown, telemetry,
 };
 pub use problem::{ApiError, ProblemType};
-pub use rules::{jobs, outbox, prequeue, restock, sale_events};
+pub use rules::{jobs, outbox, prequeue, restock, sale_events, waiting};

@@ -10,7 +10,9 @@
 //! the door would (`Nats-Msg-Id` = ticket id) and confirmed `queued`. A promoter that dies in
 //! between leaves the ticket in the promoting set and the next pass, of any worker process,
 //! publishes it again (JetStream drops the duplicate): a promoted buyer is never lost. At the
-//! end of the sale every ticket still waitlisted becomes `sold_out`.
+//! end of the sale every ticket still waitlisted becomes `sold_out`. PostgreSQL's copy of the
+//! waiting tickets ([`flash_core::waiting`]) loses a ticket once it is queued, and the whole
+//! sale once its waitlist is closed.
 //!
 //! The same promoting set carries the tickets admission's pre-queue release hands out, so a
 //! release cut short by a crash is finished here too.
@@ -140,6 +142,8 @@ impl Promoter {
         )
         .await?;
         waitlist::confirm(&self.redis, &self.keys, sale, &[promoted.ticket]).await?;
+        // Queued now: it holds a unit and a message, and waits no more.
+        flash_core::waiting::left(&self.db, &[promoted.ticket]).await?;
         tracing::info!(%sale, ticket_id = %ticket, "waitlisted ticket promoted to the queue");
         Ok(())
     }
@@ -151,6 +155,7 @@ impl Promoter {
             let taken = waitlist::close(&self.redis, &self.keys, sale, CHUNK).await?;
             closed += taken.closed;
             if taken.popped == 0 {
+                flash_core::waiting::close(&self.db, sale).await?;
                 return Ok(closed);
             }
         }

@@ -20,6 +20,7 @@ use flash_core::{
     nats::PublishError,
     problem::ProblemBody,
     redis_model::entry::{Entry, Undo},
+    waiting,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -42,6 +43,7 @@ pub(crate) const LONG_POLL_ROUTE: &str = "/tickets/{id}";
 const QUEUE_FULL: &str = "the ticket queue is full; retry in a moment";
 const NOT_QUEUED: &str = "the ticket queue did not take the entry; retry in a moment";
 const NOT_ARMED: &str = "the sale is being prepared; retry in a moment";
+const NOT_RECORDED: &str = "your place could not be saved; retry in a moment to keep it";
 
 /// How often a long-poll re-reads the ticket.
 const LONG_POLL_STEP: Duration = Duration::from_millis(250);
@@ -258,9 +260,11 @@ impl Entrant<'_> {
         Ok(ticket_response(StatusCode::ACCEPTED, body))
     }
 
-    /// A new ticket waiting for a unit (`waitlisted`) or for the draw (`prequeued`): answered
-    /// as it stands in Redis, which knows its place.
+    /// A new ticket waiting for a unit (`waitlisted`) or for the draw (`prequeued`): recorded
+    /// in PostgreSQL first (it holds no unit and no queued message, so Redis alone would lose
+    /// it), then answered as it stands in Redis, which knows its place.
     async fn placed(&self, ticket: Uuid, status: TicketStatus) -> Result<Response, ApiError> {
+        self.record_waiting(ticket, status).await?;
         let current = self.current(ticket).await?;
         count(status.as_str());
         Ok(ticket_response(
@@ -281,6 +285,8 @@ impl Entrant<'_> {
     async fn existing(&self, ticket: Uuid) -> Result<Response, ApiError> {
         count("existing");
         let current = self.current(ticket).await?;
+        // A waiting ticket whose record failed before (that entry got a 503) is recorded now.
+        self.record_waiting(ticket, current.status).await?;
         // The gate may have queued this ticket for an entry whose answer never came back
         // (Redis's reply lost, the door stopped before publishing): nothing else would
         // ever publish it, and the buyer would wait on it forever. Publishing again under
@@ -336,6 +342,26 @@ impl Entrant<'_> {
                 ApiError::not_found(format!("no flash sale {sale}")),
             ),
         }
+    }
+
+    /// Records `ticket` in PostgreSQL's copy of waiting tickets when `status` waits.
+    async fn record_waiting(&self, ticket: Uuid, status: TicketStatus) -> Result<(), ApiError> {
+        let Some(kind) = waiting::Kind::of(status) else {
+            return Ok(());
+        };
+        let waiting = waiting::Waiting {
+            ticket,
+            member: self.member.get(),
+            kind,
+        };
+        waiting::record(&self.state.db, self.sale, waiting)
+            .await
+            .map_err(|err| {
+                ApiError::unavailable_because(
+                    NOT_RECORDED,
+                    anyhow::Error::from(err).context("recording a waiting ticket"),
+                )
+            })
     }
 
     /// The ticket the gate just answered with, as Redis holds it.
@@ -561,6 +587,18 @@ async fn load_ticket(
     .bind(ticket)
     .fetch_optional(&state.db)
     .await?;
+    let order = match order {
+        None => {
+            // A waiting ticket Redis lost (the reconciler restores it): still waiting.
+            return match waiting::find(&state.db, ticket, member.member_id.get()).await? {
+                Some((sale, kind)) => {
+                    Ok(TicketBody::fresh(ticket, sale, kind.status(), Some(2_000)))
+                }
+                None => Err(not_found()),
+            };
+        }
+        order => order,
+    };
     match order {
         Some((order_id, owner, status, Some(sale))) if owner == member.member_id.get() => {
             Ok(TicketBody {

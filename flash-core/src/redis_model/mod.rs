@@ -15,6 +15,7 @@
 //! - [`tickets`]: the drain's decisions and the settlements of orders.
 //! - [`waitlist`]: promoting waitlisted buyers, closing the waitlist.
 //! - [`prequeue`]: the pre-queue release's placement and lock.
+//! - [`waiting`]: waitlisted and pre-queued tickets put back after Redis lost them.
 //! - [`outflow`]: the outflow limit's token bucket.
 //! - [`product_cache`]: the versioned product cache.
 //!
@@ -30,6 +31,7 @@ pub mod product_cache;
 pub mod sale_gate;
 pub mod script;
 pub mod tickets;
+pub mod waiting;
 pub mod waitlist;
 
 pub use keys::Keys;
@@ -47,6 +49,15 @@ pub const DRAIN_RATE_TTL: Duration = Duration::from_secs(60);
 
 /// How long an idle outflow bucket lives.
 pub const OUTFLOW_BUCKET_TTL: Duration = Duration::from_secs(60);
+
+/// The tag every ticket id of `sale` starts with (its first four bytes): FNV-1a over the sale
+/// id's bytes, the same in every process and release (a std `Hasher` is neither). Polls find a
+/// ticket's sale through the tag's set of sales ([`Keys::sale_tag`]).
+pub fn sale_tag(sale: uuid::Uuid) -> u32 {
+    sale.as_bytes().iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
 
 /// When a sale's keys expire, in ms since the epoch, for one that ends at `ends_at`.
 pub fn expire_at_ms(ends_at: chrono::DateTime<chrono::Utc>) -> i64 {

@@ -7,6 +7,7 @@ use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Keys, expire_at_ms, script, waitlist::Promoted};
+use crate::domain::TicketStatus;
 
 /// What one placing call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,27 @@ pub async fn members(
     Ok(found
         .into_iter()
         .map(|m| m.and_then(|m| m.parse().ok()).unwrap_or_default())
+        .collect())
+}
+
+/// The status of each of `tickets` (`None` for one Redis does not hold), a pipeline per call.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn statuses(
+    redis: &ConnectionManager,
+    keys: &Keys,
+    sale: Uuid,
+    tickets: &[Uuid],
+) -> redis::RedisResult<Vec<Option<TicketStatus>>> {
+    let mut pipe = redis::pipe();
+    for ticket in tickets {
+        pipe.hget(keys.ticket(sale, *ticket), "status");
+    }
+    let found: Vec<Option<String>> = pipe.query_async(&mut redis.clone()).await?;
+    Ok(found
+        .into_iter()
+        .map(|s| s.as_deref().and_then(TicketStatus::parse))
         .collect())
 }
 

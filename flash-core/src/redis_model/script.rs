@@ -61,6 +61,8 @@ scripts! {
     CLOSE_PREQUEUE = "close_prequeue.lua";
     /// The pre-queue release's placement: `lua/place.lua`.
     PLACE = "units.lua" "place.lua";
+    /// Waiting tickets put back after a loss: `lua/restore_waiting.lua`.
+    RESTORE_WAITING = "units.lua" "restore_waiting.lua";
     /// The waitlist promoter: `lua/promote.lua`.
     PROMOTE = "units.lua" "promote.lua";
     /// The waitlist's end: `lua/close_waitlist.lua`.
@@ -169,10 +171,11 @@ mod tests {
     }
 
     /// Redis Cluster runs a script only on the keys it was handed: every command's key is one
-    /// of KEYS, or a parameter of `units.lua`'s functions, which get theirs from KEYS.
+    /// of KEYS, or a parameter of `units.lua`'s functions or a local of a loop over KEYS, which
+    /// get theirs from KEYS.
     #[test]
     fn every_key_a_script_touches_comes_from_keys() {
-        const PASSED_ON: [&str; 8] = [
+        const PASSED_ON: [&str; 9] = [
             "gate",
             "seq",
             "promoting",
@@ -181,6 +184,7 @@ mod tests {
             "wseq",
             "key",
             "held",
+            "index",
         ];
         let mut calls = 0;
         for (file, source) in SOURCES {

@@ -9,3 +9,4 @@ pub mod outbox;
 pub mod prequeue;
 pub mod restock;
 pub mod sale_events;
+pub mod waiting;

@@ -178,3 +178,94 @@ async fn a_failed_payment_hands_the_unit_down_the_waitlist(db: PgPool) {
     assert_eq!(checked.quantity_left, 1, "the unit is back, unsold");
     stack.stop().await;
 }
+
+/// Item 12 of the hardening issue: buyers waiting on a waitlist or in a pre-queue hold no unit
+/// and no message in the queue, only their tickets in Redis. Redis losing everything must not
+/// drop them: their polls keep answering while the workers restore them from PostgreSQL, they
+/// keep their order, and a unit that comes back (or the draw) still reaches them.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn waiting_buyers_keep_their_places_when_redis_loses_everything(db: PgPool) {
+    let stack = Stack::start(&db, 0.0).await;
+    let buyers = seed::members(&db, &stack.signer, "wl-loss", 5, Role::Buyer)
+        .await
+        .unwrap();
+    let sale = Sale::create(
+        &stack,
+        &db,
+        1,
+        chrono::Duration::seconds(-1),
+        json!({"waitlist_limit": 3}),
+    )
+    .await;
+    let drawn = Sale::create(
+        &stack,
+        &db,
+        2,
+        chrono::Duration::seconds(8),
+        json!({"prequeue_secs": 600}),
+    )
+    .await;
+    let mut tickets = Vec::new();
+    for buyer in &buyers[..3] {
+        tickets.push(sale.enter(buyer).await);
+    }
+    let mut prequeued = Vec::new();
+    for buyer in &buyers[3..] {
+        let ticket = drawn.enter(buyer).await;
+        assert_eq!(ticket["status"], "prequeued", "{ticket}");
+        prequeued.push(ticket["ticket_id"].as_str().unwrap().to_owned());
+    }
+    let id = |i: usize| tickets[i]["ticket_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (tickets[1]["status"].as_str(), tickets[2]["status"].as_str()),
+        (Some("waitlisted"), Some("waitlisted"))
+    );
+    let first = sale.wait_for(&buyers[0], &id(0), "ordered").await;
+
+    stack.iso.lose_redis().await;
+
+    for (i, position) in [(1, 1), (2, 2)] {
+        let found = sale.wait_for(&buyers[i], &id(i), "waitlisted").await;
+        assert!(
+            matches!(found["waitlist_position"].as_i64(), None | Some(1..=2)),
+            "{found}"
+        );
+        let restored = wait_for_position(&sale, &buyers[i], &id(i), position).await;
+        assert_eq!(restored["status"], "waitlisted");
+    }
+    for (buyer, ticket) in buyers[3..].iter().zip(&prequeued) {
+        drawn.wait_for(buyer, ticket, "prequeued").await;
+    }
+    let cancelled = sale
+        .admin_post(
+            &format!("/orders/{}/cancel", first["order_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), reqwest::StatusCode::OK);
+    sale.wait_for(&buyers[1], &id(1), "ordered").await;
+    for (buyer, ticket) in buyers[3..].iter().zip(&prequeued) {
+        drawn.wait_for(buyer, ticket, "ordered").await;
+    }
+    stack.stop().await;
+}
+
+/// Polls until the waitlisted ticket shows `position` (restored with its place).
+async fn wait_for_position(
+    sale: &Sale<'_>,
+    buyer: &seed::Buyer,
+    ticket: &str,
+    position: i64,
+) -> serde_json::Value {
+    for _ in 0..100 {
+        let current = sale.ticket(buyer, ticket).await;
+        if current["waitlist_position"].as_i64() == Some(position) {
+            return current;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "ticket {ticket} never showed place {position}: {}",
+        sale.ticket(buyer, ticket).await
+    );
+}

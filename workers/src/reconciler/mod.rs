@@ -5,7 +5,8 @@
 //! - A gate Redis lost is armed again from `quantity_left` minus the tickets still waiting in
 //!   the queue (admitted, not yet drained), with `SET NX` so it never undoes admissions made
 //!   meanwhile. The queue is counted before `quantity_left` is read: a drain between the two
-//!   reads then only under-admits, never over-admits.
+//!   reads then only under-admits, never over-admits. The sale's waiting tickets (waitlisted,
+//!   pre-queued) come back with it from PostgreSQL's copy, in their order.
 //! - Metadata is brought to the sale row field by field (`converge_meta`): a pause, a new end,
 //!   a proof of work or a cancel whose Redis step failed reaches the door within a pass.
 //! - A cancelled sale's gate goes to 0; a live sale's gate is set to `quantity_left` once the
@@ -32,6 +33,7 @@ use async_nats::jetstream;
 use flash_core::{
     jobs::TicketMessage,
     nats::Subjects,
+    redis_model,
     redis_model::sale_gate::{self, Arm, SaleSettings},
     redis_model::{Keys, tickets},
     sale_events::{self, SaleEvent},
@@ -134,8 +136,18 @@ impl Reconciler {
                 (quantity_left - queued).max(0)
             };
             sale_gate::arm(&self.redis, &self.keys, id, units, &meta, Arm::IfAbsent).await?;
-            tracing::warn!(sale_id = %id, units, queued, "re-armed a sale gate Redis had lost");
+            let waiting = flash_core::waiting::of_sale(&self.db, id).await?;
+            let restored = redis_model::waiting::restore(
+                &self.redis,
+                &self.keys,
+                id,
+                sale.settings.ends_at,
+                &waiting,
+            )
+            .await?;
+            tracing::warn!(sale_id = %id, units, queued, restored, "re-armed a sale gate Redis had lost");
             metrics::counter!("flash_workers_gates_rearmed_total").increment(1);
+            metrics::counter!("flash_workers_waiting_restored_total").increment(restored);
             return Ok(true);
         };
         let off = sale_gate::converge_meta(&self.redis, &self.keys, id, &meta).await?;
