@@ -526,7 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_redis_fails_the_read() {
-        let reads = Pipelined::start("redis://127.0.0.1:1", TIMEOUT)
+        let (_refusing, addr) = flash_core::testing::refusing_port();
+        let reads = Pipelined::start(&format!("redis://{addr}"), TIMEOUT)
             .unwrap()
             .unwrap();
         let err = reads.query(&[b"PING"]).await.unwrap_err();

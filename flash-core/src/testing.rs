@@ -1,7 +1,10 @@
 //! Test support (feature `test-util`, and flash-core's own unit tests): per-test Redis prefixes
 //! and NATS names against the real servers, and clean-up so parallel tests leave nothing behind.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use clap::Parser;
 use redis::AsyncCommands;
@@ -31,6 +34,8 @@ pub struct Isolation {
     pub keys: KeyPair,
     /// Folder holding the pair as files, for services that read key paths.
     key_dir: PathBuf,
+    /// Set by [`Isolation::cleanup`]; otherwise dropping cleans up (a test that failed).
+    cleaned: AtomicBool,
 }
 
 impl Isolation {
@@ -57,6 +62,7 @@ impl Isolation {
             nats: urls.nats,
             keys,
             key_dir,
+            cleaned: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +101,7 @@ impl Isolation {
     /// # Panics
     /// When Redis or NATS cannot be reached, so a broken clean-up is visible.
     pub async fn cleanup(&self) {
+        self.cleaned.store(true, Ordering::Relaxed);
         self.lose_redis().await;
         let nats = crate::nats::connect(&self.nats, "test-cleanup")
             .await
@@ -110,6 +117,69 @@ impl Isolation {
             .delete_stream(crate::nats::events_stream_name(&self.nats))
             .await;
         let _ = std::fs::remove_dir_all(&self.key_dir);
+    }
+}
+
+/// A loopback socket on a port of its own, for a service's `http.listener`: bound here and
+/// kept, so no other test takes the port before the service serves on it; and its address.
+///
+/// # Panics
+/// When the OS has no free port, which would end the test run anyway.
+pub fn listener() -> (std::sync::Arc<std::net::TcpListener>, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    let addr = listener.local_addr().expect("the bound address");
+    (std::sync::Arc::new(listener), addr)
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound,
+/// never listening, so nothing else can listen there meanwhile.
+///
+/// # Panics
+/// When the OS has no free port.
+pub fn refusing_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("a socket address"))
+        .expect("a free loopback port");
+    let addr = socket.local_addr().expect("the bound address");
+    (socket, addr)
+}
+
+/// A test that panicked never reached its `cleanup`: its keys and streams go when its
+/// isolation is dropped (while the panic unwinds), so failed runs leave no residue on the shared
+/// servers either. Runs on a thread of its own, since a drop cannot await.
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        if self.cleaned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let leftover = Self {
+            redis: self.redis.clone(),
+            nats: self.nats.clone(),
+            keys: KeyPair {
+                private_pem: String::new(),
+                public_pem: String::new(),
+            },
+            key_dir: self.key_dir.clone(),
+            cleaned: AtomicBool::new(true),
+        };
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the clean-up");
+            runtime.block_on(async {
+                let within = std::time::Duration::from_secs(10);
+                let _ = tokio::time::timeout(within, leftover.cleanup()).await;
+            });
+        })
+        .join();
+        if cleaned.is_err() {
+            eprintln!(
+                "cleaning up after test prefix {} failed",
+                self.redis.redis_key_prefix
+            );
+        }
     }
 }
 

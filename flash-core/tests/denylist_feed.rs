@@ -187,8 +187,9 @@ async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_hold
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn without_a_live_feed_a_remembered_token_is_rechecked_every_half_second(db: PgPool) {
-    // A feed that can never subscribe: nothing listens on port 1.
-    let fx = Fixture::new("redis://127.0.0.1:1", db).await;
+    // A feed that can never subscribe: its port is held without listening, so it refuses.
+    let (_refusing, addr) = flash_core::testing::refusing_port();
+    let fx = Fixture::new(&format!("redis://{addr}"), db).await;
     let (headers, claims) = fx.token();
     assert!(fx.auth.authenticate(&headers).await.is_ok());
     fx.deny_silently(claims.jti).await;

@@ -14,14 +14,6 @@ use uuid::Uuid;
 /// The admin member-api creates at start-up.
 pub(crate) const ADMIN: (&str, &str) = ("admin@browser.test", "admin password 123");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// member-api, catalog-api and admission on their own ports (the workers start later, when a
 /// test wants them).
 pub(crate) struct Services {
@@ -45,12 +37,17 @@ impl Services {
         tweak_door: impl FnOnce(&mut admission::Config),
     ) -> Self {
         let iso = Isolation::new();
-        let (members, catalog) = (free_port(), free_port());
-        let catalog_origin = format!("http://127.0.0.1:{catalog}");
+        // Each service's socket is bound here and kept until it serves on it: they must know
+        // each other's addresses before any of them starts.
+        let (members_socket, members) = flash_core::testing::listener();
+        let (catalog_socket, catalog) = flash_core::testing::listener();
+        let (door_socket, door) = flash_core::testing::listener();
+        let catalog_origin = format!("http://{catalog}");
         let shutdown = CancellationToken::new();
 
         let mut member_config = member_api::Config::parse_from(["member-api"]);
-        member_config.addr = format!("127.0.0.1:{members}").parse().unwrap();
+        member_config.addr = members;
+        member_config.http.listener = Some(members_socket);
         member_config.redis = iso.redis.clone();
         member_config.nats = iso.nats.clone();
         member_config.jwt.jwt_public_key = iso.public_key_path();
@@ -72,27 +69,26 @@ impl Services {
         tokio::spawn(member_app.run());
 
         let mut catalog_config = catalog_api::Config::parse_from(["catalog-api"]);
-        catalog_config.addr = format!("127.0.0.1:{catalog}").parse().unwrap();
+        catalog_config.addr = catalog;
+        catalog_config.http.listener = Some(catalog_socket);
         catalog_config.redis = iso.redis.clone();
         catalog_config.jwt.jwt_public_key = iso.public_key_path();
         catalog_config.http.cors_allowed_origins = vec![];
-        catalog_config.member_public_url = format!("http://127.0.0.1:{members}");
+        catalog_config.member_public_url = format!("http://{members}");
         let catalog_app =
             catalog_api::App::build_with(catalog_config, db.clone(), shutdown.clone())
                 .await
                 .unwrap();
         tokio::spawn(catalog_app.run());
 
-        // Picked just before the door binds it: a port picked earlier can be taken by another
-        // test while the other services start.
-        let door = free_port();
-        let door_origin = format!("http://127.0.0.1:{door}");
+        let door_origin = format!("http://{door}");
         let mut door_config = admission::Config::parse_from(["admission"]);
-        door_config.addr = format!("127.0.0.1:{door}").parse().unwrap();
+        door_config.addr = door;
+        door_config.http.listener = Some(door_socket);
         door_config.redis = iso.redis.clone();
         door_config.nats = iso.nats.clone();
         door_config.jwt.jwt_public_key = iso.public_key_path();
-        door_config.gateway.member_upstream_url = format!("http://127.0.0.1:{members}");
+        door_config.gateway.member_upstream_url = format!("http://{members}");
         door_config.gateway.catalog_upstream_url = catalog_origin.clone();
         tweak_door(&mut door_config);
         let door_app = admission::App::build_with(door_config, db.clone(), shutdown.clone())
@@ -101,7 +97,7 @@ impl Services {
         tokio::spawn(door_app.run());
         Self {
             iso,
-            members: format!("http://127.0.0.1:{members}"),
+            members: format!("http://{members}"),
             catalog: catalog_origin,
             door: door_origin,
             mail_dir: std::env::temp_dir().join(format!("stack-mail-{}", Uuid::new_v4())),

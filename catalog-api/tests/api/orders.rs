@@ -393,7 +393,16 @@ async fn a_cancel_dropped_after_its_commit_still_gives_the_unit_back(db: PgPool)
         StatusCode::SERVICE_UNAVAILABLE,
         "the request timed out after its commit"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // The unit reaches the gate once Redis takes writes again.
+    for _ in 0..60 {
+        let units: i64 = redis::AsyncCommands::get(&mut app.redis.clone(), &flash.gate)
+            .await
+            .unwrap();
+        if units == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     assert_cancelled_once(&app, &flash).await;
     app.teardown().await;

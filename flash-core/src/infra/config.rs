@@ -112,6 +112,11 @@ pub struct HttpArgs {
     /// until one closes, so file descriptors and memory stay bounded however many connect.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub http_max_connections: usize,
+    /// A socket bound already for the main address, used instead of binding `addr`: tests bind
+    /// port 0 and keep the socket until the server takes it, so no other process can take the
+    /// port in between (and services that must know each other's address up front can).
+    #[arg(skip)]
+    pub listener: Option<std::sync::Arc<std::net::TcpListener>>,
     /// A second address for `/readyz` and `/metrics` (and `/healthz`), kept off the public one:
     /// set, the main address answers only `/healthz` of the three, so a buyer cannot read the
     /// counters or learn which dependency is down. Unset, the main address serves all three.

@@ -9,14 +9,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One stack at a time: each runs every service and a spike, and several at once on two cores
 /// would time each other out rather than test anything.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -43,10 +35,14 @@ impl Stack {
         let turn = TURN.lock().await;
         let iso = Isolation::new();
         let shutdown = CancellationToken::new();
-        let (door, second_door, catalog) = (free_port(), free_port(), free_port());
+        // Each socket is bound here and kept until its service serves on it.
+        let (door_socket, door) = flash_core::testing::listener();
+        let (second_socket, second_door) = flash_core::testing::listener();
+        let (catalog_socket, catalog) = flash_core::testing::listener();
 
         let mut catalog_config = catalog_api::Config::parse_from(["catalog-api"]);
-        catalog_config.addr = format!("127.0.0.1:{catalog}").parse().unwrap();
+        catalog_config.addr = catalog;
+        catalog_config.http.listener = Some(catalog_socket);
         catalog_config.redis = iso.redis.clone();
         catalog_config.jwt.jwt_public_key = iso.public_key_path();
         let signer = JwtSigner::from_pem(
@@ -61,9 +57,10 @@ impl Stack {
             .unwrap();
         tokio::spawn(app.run());
 
-        for port in [door, second_door] {
+        for (socket, addr) in [(door_socket, door), (second_socket, second_door)] {
             let mut door_config = admission::Config::parse_from(["admission"]);
-            door_config.addr = format!("127.0.0.1:{port}").parse().unwrap();
+            door_config.addr = addr;
+            door_config.http.listener = Some(socket);
             door_config.redis = iso.redis.clone();
             door_config.nats = iso.nats.clone();
             door_config.jwt.jwt_public_key = iso.public_key_path();
@@ -91,9 +88,9 @@ impl Stack {
             iso,
             signer,
             redis,
-            door: format!("http://127.0.0.1:{door}"),
-            second_door: format!("http://127.0.0.1:{second_door}"),
-            catalog: format!("http://127.0.0.1:{catalog}"),
+            door: format!("http://{door}"),
+            second_door: format!("http://{second_door}"),
+            catalog: format!("http://{catalog}"),
             mail_dir,
             shutdown,
             _turn: turn,

@@ -22,6 +22,8 @@ pub(crate) struct TestApp {
     pub(crate) iso: Isolation,
     pub(crate) config: Config,
     shutdown: CancellationToken,
+    /// Where member-api looks for catalog-api unless a test starts one: a port that refuses.
+    _no_catalog: tokio::net::TcpSocket,
 }
 
 impl TestApp {
@@ -41,8 +43,10 @@ impl TestApp {
         config.jwt_private_key = iso.private_key_path();
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
-        // No catalog-api unless a test starts one: port 9 (discard) refuses at once.
-        config.order_history.catalog_url = "http://127.0.0.1:9".into();
+        // No catalog-api unless a test starts one: a port held without listening refuses at
+        // once.
+        let (no_catalog, refusing) = flash_core::testing::refusing_port();
+        config.order_history.catalog_url = format!("http://{refusing}");
         tweak(&mut config);
 
         let shutdown = CancellationToken::new();
@@ -58,6 +62,7 @@ impl TestApp {
             iso,
             config,
             shutdown,
+            _no_catalog: no_catalog,
         }
     }
 

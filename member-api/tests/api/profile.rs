@@ -9,9 +9,15 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
 
 /// Starts a real catalog-api on `addr` sharing the test's database, Redis prefix and keys.
-async fn start_catalog(app: &TestApp, addr: SocketAddr) -> (SocketAddr, CancellationToken) {
+/// catalog-api on `addr`, or on `bound` (a socket bound for it already) when given.
+async fn start_catalog(
+    app: &TestApp,
+    addr: SocketAddr,
+    bound: Option<std::sync::Arc<std::net::TcpListener>>,
+) -> (SocketAddr, CancellationToken) {
     let mut config = catalog_api::Config::parse_from(["catalog-api"]);
     config.addr = addr;
+    config.http.listener = bound;
     config.redis = app.iso.redis.clone();
     config.jwt.jwt_public_key = app.iso.public_key_path();
     let shutdown = CancellationToken::new();
@@ -52,17 +58,14 @@ async fn counter(app: &TestApp, line: &str) -> u64 {
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn the_profile_shows_orders_and_survives_catalog_going_away(db: PgPool) {
-    // A free port for catalog-api, so member-api can be told its address up front.
-    let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // catalog-api's socket, bound first so member-api can be told its address up front.
+    let (bound, catalog_addr) = flash_core::testing::listener();
     let app = TestApp::spawn_with(db, |c| {
         c.order_history.catalog_url = format!("http://{catalog_addr}");
         c.order_history.breaker_cooldown_ms = 300;
     })
     .await;
-    let (_, catalog_stop) = start_catalog(&app, catalog_addr).await;
+    let (_, catalog_stop) = start_catalog(&app, catalog_addr, Some(bound)).await;
     let admin = token_of(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let (buyer, _) = app.new_session().await;
     let catalog = format!("http://{catalog_addr}");
@@ -116,8 +119,9 @@ async fn the_profile_shows_orders_and_survives_catalog_going_away(db: PgPool) {
         "an open breaker answers without calling"
     );
 
-    // catalog-api is back: after the cool-down one call goes through and closes the breaker.
-    let (_, catalog_stop) = start_catalog(&app, catalog_addr).await;
+    // catalog-api is back on its address (its socket closed when it stopped): after the
+    // cool-down one call goes through and closes the breaker.
+    let (_, catalog_stop) = start_catalog(&app, catalog_addr, None).await;
     let mut recovered = false;
     for _ in 0..30 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -95,7 +95,23 @@ async fn a_committed_job_wakes_the_running_relay(db: PgPool) {
         .with_poll_fallback(Duration::from_secs(60));
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the relay listens, a notification would find nobody.
+    let mut listening = false;
+    for _ in 0..100 {
+        let listeners: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and query ilike 'listen%'",
+        )
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+        if listeners > 0 {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listening, "the relay never listened");
 
     add_job(&env).await;
     let mut published = false;

@@ -220,9 +220,10 @@ async fn move_gate(state: &AppState, sale: Uuid, delta: i32) -> Result<(), ApiEr
 }
 
 /// Reverses a gate move of `delta` units whose transaction did not commit. Best effort, logged
-/// loudly when it fails: too many units in the gate cost some buyers a `sold_out` after
-/// queueing (the workers' truth is `quantity_left`), never an oversell; too few undersell until
-/// Redis next loses the gate and the reconciler re-arms it.
+/// loudly when it fails (or skipped, when the request is dropped first): too many units in the
+/// gate cost some buyers a `sold_out` after queueing (the workers' truth is `quantity_left`),
+/// never an oversell; too few undersell until the workers' reconciler finds the sale quiet and
+/// sets the gate to `quantity_left`.
 async fn undo_gate(state: &AppState, sale: Uuid, delta: i32) {
     let outcome = if delta > 0 {
         sale_gate::take_units(&state.redis, &state.keys, sale, i64::from(delta))

@@ -368,6 +368,7 @@ mod tests {
             http_max_in_flight: max_in_flight,
             http_header_read_timeout_ms: 1_000,
             http_max_connections: 16,
+            listener: None,
             ops_addr: None,
             shutdown_grace_ms: 1_000,
             cors_allowed_origins: vec![],

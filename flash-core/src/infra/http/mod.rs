@@ -298,7 +298,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` for `router`; the server stops when `shutdown` is cancelled.
+    /// Binds `addr` (or takes `http.listener`, bound already) for `router`; the server stops
+    /// when `shutdown` is cancelled.
     ///
     /// # Errors
     /// When the address is taken or not local.
@@ -308,7 +309,16 @@ impl Server {
         shutdown: CancellationToken,
         http: &HttpArgs,
     ) -> anyhow::Result<Self> {
-        let listener = bind(addr).await?;
+        let listener = match &http.listener {
+            Some(bound) => {
+                let bound = bound.try_clone().context("taking the bound socket")?;
+                bound
+                    .set_nonblocking(true)
+                    .context("making the bound socket non-blocking")?;
+                TcpListener::from_std(bound).context("serving on the bound socket")?
+            }
+            None => bind(addr).await?,
+        };
         Ok(Self {
             listener,
             router,
