@@ -11,7 +11,7 @@ use std::{
 use async_nats::jetstream;
 use flash_core::{
     jobs::TicketMessage,
-    nats::{PublishError, Subjects, publish_durably},
+    nats::{PublishError, Subjects, publish_ticket},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -43,16 +43,8 @@ impl Queue {
         ticket: &TicketMessage,
         request_id: Option<&str>,
     ) -> Result<bool, PublishError> {
-        let payload = serde_json::to_vec(ticket).unwrap_or_default();
         let started = Instant::now();
-        let outcome = publish_durably(
-            &self.js,
-            self.subjects.flash_tickets(ticket.sale_id.get()),
-            &ticket.ticket_id.to_string(),
-            payload.into(),
-            request_id,
-        )
-        .await;
+        let outcome = publish_ticket(&self.js, &self.subjects, ticket, request_id).await;
         metrics::histogram!("flash_admission_publish_seconds")
             .record(started.elapsed().as_secs_f64());
         outcome.map(|ack| !ack.duplicate)

@@ -82,18 +82,7 @@ impl Isolation {
     /// # Panics
     /// When Redis cannot be reached.
     pub async fn lose_redis(&self) {
-        let client = redis::Client::open(self.redis.redis_url.as_str()).expect("REDIS_URL");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis connect");
-        let pattern = format!("{}*", self.redis.redis_key_prefix);
-        let keys = crate::redis::scan_keys(&mut conn, &pattern)
-            .await
-            .expect("redis scan");
-        if !keys.is_empty() {
-            conn.del::<_, ()>(keys).await.expect("redis del");
-        }
+        delete_keys(&self.redis).await;
     }
 
     /// Deletes this test's Redis keys, NATS streams and key files.
@@ -102,22 +91,43 @@ impl Isolation {
     /// When Redis or NATS cannot be reached, so a broken clean-up is visible.
     pub async fn cleanup(&self) {
         self.cleaned.store(true, Ordering::Relaxed);
-        self.lose_redis().await;
-        let nats = crate::nats::connect(&self.nats, "test-cleanup")
-            .await
-            .expect("nats connect");
-        let js = async_nats::jetstream::new(nats);
-        // The stream may never have been created by this test; that is fine.
-        let _ = js.delete_stream(&self.nats.nats_jobs_stream).await;
-        let _ = js.delete_stream(&self.nats.nats_flash_stream).await;
-        let _ = js
-            .delete_stream(format!("{}_DEAD", self.nats.nats_flash_stream))
-            .await;
-        let _ = js
-            .delete_stream(crate::nats::events_stream_name(&self.nats))
-            .await;
-        let _ = std::fs::remove_dir_all(&self.key_dir);
+        clean(&self.redis, &self.nats, &self.key_dir).await;
     }
+}
+
+/// Deletes every key under `redis`'s prefix.
+async fn delete_keys(redis: &RedisArgs) {
+    let client = redis::Client::open(redis.redis_url.as_str()).expect("REDIS_URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connect");
+    let pattern = format!("{}*", redis.redis_key_prefix);
+    let keys = crate::redis::scan_keys(&mut conn, &pattern)
+        .await
+        .expect("redis scan");
+    if !keys.is_empty() {
+        conn.del::<_, ()>(keys).await.expect("redis del");
+    }
+}
+
+/// Deletes one test's Redis keys (those under `redis`'s prefix), NATS streams and key files.
+async fn clean(redis: &RedisArgs, nats: &NatsArgs, key_dir: &std::path::Path) {
+    delete_keys(redis).await;
+    let client = crate::nats::connect(nats, "test-cleanup")
+        .await
+        .expect("nats connect");
+    let js = async_nats::jetstream::new(client);
+    // The stream may never have been created by this test; that is fine.
+    let _ = js.delete_stream(&nats.nats_jobs_stream).await;
+    let _ = js.delete_stream(&nats.nats_flash_stream).await;
+    let _ = js
+        .delete_stream(format!("{}_DEAD", nats.nats_flash_stream))
+        .await;
+    let _ = js
+        .delete_stream(crate::nats::events_stream_name(nats))
+        .await;
+    let _ = std::fs::remove_dir_all(key_dir);
 }
 
 /// A loopback socket on a port of its own, for a service's `http.listener`: bound here and
@@ -153,16 +163,7 @@ impl Drop for Isolation {
         if self.cleaned.swap(true, Ordering::Relaxed) {
             return;
         }
-        let leftover = Self {
-            redis: self.redis.clone(),
-            nats: self.nats.clone(),
-            keys: KeyPair {
-                private_pem: String::new(),
-                public_pem: String::new(),
-            },
-            key_dir: self.key_dir.clone(),
-            cleaned: AtomicBool::new(true),
-        };
+        let (redis, nats, key_dir) = (self.redis.clone(), self.nats.clone(), self.key_dir.clone());
         let cleaned = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -170,7 +171,7 @@ impl Drop for Isolation {
                 .expect("a runtime for the clean-up");
             runtime.block_on(async {
                 let within = std::time::Duration::from_secs(10);
-                let _ = tokio::time::timeout(within, leftover.cleanup()).await;
+                let _ = tokio::time::timeout(within, clean(&redis, &nats, &key_dir)).await;
             });
         })
         .join();

@@ -133,14 +133,7 @@ impl Promoter {
             seq: promoted.seq,
             admitted_at_ms: Utc::now().timestamp_millis(),
         };
-        flash_core::nats::publish_durably(
-            &self.js,
-            self.subjects.flash_tickets(sale),
-            &ticket,
-            serde_json::to_vec(&message)?.into(),
-            None,
-        )
-        .await?;
+        flash_core::nats::publish_ticket(&self.js, &self.subjects, &message, None).await?;
         waitlist::confirm(&self.redis, &self.keys, sale, &[promoted.ticket]).await?;
         // Queued now: it holds a unit and a message, and waits no more.
         flash_core::waiting::left(&self.db, &[promoted.ticket]).await?;

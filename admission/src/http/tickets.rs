@@ -587,18 +587,6 @@ async fn load_ticket(
     .bind(ticket)
     .fetch_optional(&state.db)
     .await?;
-    let order = match order {
-        None => {
-            // A waiting ticket Redis lost (the reconciler restores it): still waiting.
-            return match waiting::find(&state.db, ticket, member.member_id.get()).await? {
-                Some((sale, kind)) => {
-                    Ok(TicketBody::fresh(ticket, sale, kind.status(), Some(2_000)))
-                }
-                None => Err(not_found()),
-            };
-        }
-        order => order,
-    };
     match order {
         Some((order_id, owner, status, Some(sale))) if owner == member.member_id.get() => {
             Ok(TicketBody {
@@ -613,7 +601,12 @@ async fn load_ticket(
                 draw_at: None,
             })
         }
-        _ => Err(not_found()),
+        Some(_) => Err(not_found()),
+        // A waiting ticket Redis lost (the reconciler restores it): still waiting.
+        None => match waiting::find(&state.db, ticket, member.member_id.get()).await? {
+            Some((sale, kind)) => Ok(TicketBody::fresh(ticket, sale, kind.status(), Some(2_000))),
+            None => Err(not_found()),
+        },
     }
 }
 

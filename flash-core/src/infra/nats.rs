@@ -287,6 +287,30 @@ pub async fn publish_durably(
     ack.await.map_err(classify)
 }
 
+/// Publishes a flash ticket to its sale's subject with the ticket id as `Nats-Msg-Id` and waits
+/// for the ack, as every publisher of tickets does (the door, the pre-queue release, the
+/// promoter, the reconciler): a second publish of one ticket is dropped as a duplicate.
+///
+/// # Errors
+/// [`PublishError`] when there is no positive ack.
+pub async fn publish_ticket(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    ticket: &crate::jobs::TicketMessage,
+    request_id: Option<&str>,
+) -> Result<PublishAck, PublishError> {
+    // A struct of ids and numbers always serialises.
+    let payload = serde_json::to_vec(ticket).unwrap_or_default();
+    publish_durably(
+        js,
+        subjects.flash_tickets(ticket.sale_id.get()),
+        &ticket.ticket_id.to_string(),
+        payload.into(),
+        request_id,
+    )
+    .await
+}
+
 fn classify(err: async_nats::jetstream::context::PublishError) -> PublishError {
     match err.kind() {
         PublishErrorKind::TimedOut => PublishError::Timeout,

@@ -166,9 +166,9 @@ impl Reconciler {
                 promoting,
                 quantity_left,
             };
-            let known = self.lock_quiet().get(&id).copied();
-            let (spell, target) = quiet::assess(known, reading, Instant::now(), self.quiet_for);
             let mut spells = self.lock_quiet();
+            let known = spells.get(&id).copied();
+            let (spell, target) = quiet::assess(known, reading, Instant::now(), self.quiet_for);
             match spell {
                 Some(spell) => spells.insert(id, spell),
                 None => spells.remove(&id),
@@ -205,15 +205,9 @@ impl Reconciler {
                 seq: found.seq,
                 admitted_at_ms: now,
             };
-            flash_core::nats::publish_durably(
-                &self.js,
-                self.subjects.flash_tickets(sale),
-                &found.ticket.to_string(),
-                serde_json::to_vec(&message)?.into(),
-                None,
-            )
-            .await
-            .with_context(|| format!("queueing stranded ticket {}", found.ticket))?;
+            flash_core::nats::publish_ticket(&self.js, &self.subjects, &message, None)
+                .await
+                .with_context(|| format!("queueing stranded ticket {}", found.ticket))?;
             tracing::warn!(sale_id = %sale, ticket_id = %found.ticket, "queued a ticket its door took a unit for and never published");
         }
         metrics::counter!("flash_workers_stranded_queued_total").increment(stranded.len() as u64);

@@ -2,7 +2,7 @@ use flash_core::{
     domain::TicketStatus,
     redis_model::{
         entry::{self, Entry, EntryCall, Undo},
-        sale_gate, tickets,
+        tickets,
     },
 };
 use sqlx::PgPool;
@@ -225,29 +225,6 @@ async fn enter(env: &Env, member: flash_core::domain::MemberId) -> Entry {
     .unwrap()
 }
 
-async fn arm(env: &Env, units: i64) {
-    sale_gate::arm(
-        &env.redis,
-        &env.keys,
-        env.sale,
-        units,
-        &sale_gate::SaleMeta::open(
-            chrono::Utc::now() - chrono::Duration::minutes(1),
-            chrono::Utc::now() + chrono::Duration::hours(1),
-            1,
-        ),
-        sale_gate::Arm::IfAbsent,
-    )
-    .await
-    .unwrap();
-}
-
-async fn gate_units(env: &Env) -> i64 {
-    redis::AsyncCommands::get(&mut env.redis.clone(), env.keys.sale_gate(env.sale))
-        .await
-        .unwrap()
-}
-
 /// Item 7 of the hardening issue: JetStream stored a publish whose ack the door never saw, and
 /// a worker decided the ticket before the door's undo ran. The late undo must not take the
 /// ticket back: the buyer keeps it (a re-entry finds the same ticket, not a second unit) and
@@ -255,7 +232,7 @@ async fn gate_units(env: &Env) -> i64 {
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn an_undo_after_the_worker_ordered_the_ticket_takes_nothing_back(db: PgPool) {
     let env = Env::new(db, 5, 1).await;
-    arm(&env, 5).await;
+    env.arm(5).await;
     let member = env.member().await;
     let Entry::Queued { ticket, seq } = enter(&env, member).await else {
         panic!("the first entry takes a unit");
@@ -271,14 +248,14 @@ async fn an_undo_after_the_worker_ordered_the_ticket_takes_nothing_back(db: PgPo
 
     assert_eq!(undone, Undo::Kept, "the door answers 202, not 503");
     assert_eq!(env.status(ticket).await.0, "ordered");
-    assert_eq!(gate_units(&env).await, 4, "the order's unit stays taken");
+    assert_eq!(env.gate().await, 4, "the order's unit stays taken");
     let again = enter(&env, member).await;
     assert_eq!(
         again,
         Entry::Existing { ticket },
         "a re-entry finds the same ticket"
     );
-    assert_eq!(gate_units(&env).await, 4);
+    assert_eq!(env.gate().await, 4);
     env.cleanup().await;
 }
 
@@ -288,7 +265,7 @@ async fn an_undo_after_the_worker_ordered_the_ticket_takes_nothing_back(db: PgPo
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn an_undo_and_a_worker_reading_the_ticket_exclude_each_other(db: PgPool) {
     let env = Env::new(db, 5, 1).await;
-    arm(&env, 5).await;
+    env.arm(5).await;
     let [read_first, undone_first] = [env.member().await, env.member().await];
     let mut tickets = Vec::new();
     for member in [read_first, undone_first] {
@@ -315,7 +292,7 @@ async fn an_undo_and_a_worker_reading_the_ticket_exclude_each_other(db: PgPool) 
     assert_eq!(read[0].0, Some(TicketStatus::Withdrawn));
     assert_eq!(env.status(tickets[0]).await.0, "queued");
     assert_eq!(
-        gate_units(&env).await,
+        env.gate().await,
         4,
         "only the withdrawn ticket's unit came back"
     );

@@ -239,6 +239,32 @@ impl Env {
             .unwrap();
     }
 
+    /// Arms the sale's gate with `units`, open from a minute ago for an hour (as catalog-api
+    /// does when it creates a sale).
+    pub(crate) async fn arm(&self, units: i64) {
+        flash_core::redis_model::sale_gate::arm(
+            &self.redis,
+            &self.keys,
+            self.sale,
+            units,
+            &flash_core::redis_model::sale_gate::SaleMeta::open(
+                chrono::Utc::now() - chrono::Duration::minutes(1),
+                chrono::Utc::now() + chrono::Duration::hours(1),
+                1,
+            ),
+            flash_core::redis_model::sale_gate::Arm::IfAbsent,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The units the sale's gate holds.
+    pub(crate) async fn gate(&self) -> i64 {
+        redis::AsyncCommands::get(&mut self.redis.clone(), self.keys.sale_gate(self.sale))
+            .await
+            .unwrap()
+    }
+
     /// Runs the drain until the queue is empty; returns the tickets processed.
     pub(crate) async fn drain_all(&self, drainer: &Drainer) -> usize {
         let mut total = 0;

@@ -44,29 +44,6 @@ async fn a_lost_gate_is_rearmed_from_postgres_minus_the_queue(db: PgPool) {
     env.cleanup().await;
 }
 
-async fn arm(env: &Env, units: i64) {
-    flash_core::redis_model::sale_gate::arm(
-        &env.redis,
-        &env.keys,
-        env.sale,
-        units,
-        &flash_core::redis_model::sale_gate::SaleMeta::open(
-            chrono::Utc::now() - chrono::Duration::minutes(1),
-            chrono::Utc::now() + chrono::Duration::hours(1),
-            1,
-        ),
-        flash_core::redis_model::sale_gate::Arm::IfAbsent,
-    )
-    .await
-    .unwrap();
-}
-
-async fn gate(env: &Env) -> i64 {
-    redis::AsyncCommands::get(&mut env.redis.clone(), env.keys.sale_gate(env.sale))
-        .await
-        .unwrap()
-}
-
 async fn meta(env: &Env, field: &str) -> Option<String> {
     redis::AsyncCommands::hget(&mut env.redis.clone(), env.keys.sale_meta(env.sale), field)
         .await
@@ -79,7 +56,7 @@ async fn meta(env: &Env, field: &str) -> Option<String> {
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn the_reconciler_brings_stale_metadata_and_a_cancelled_gate_to_postgres(db: PgPool) {
     let env = Env::new(db, 5, 1).await;
-    arm(&env, 5).await;
+    env.arm(5).await;
     sqlx::query("update flash_sales set paused_at = now(), pow_bits = 3 where flash_sale_id = $1")
         .bind(env.sale)
         .execute(&env.db)
@@ -92,7 +69,7 @@ async fn the_reconciler_brings_stale_metadata_and_a_cancelled_gate_to_postgres(d
         (meta(&env, "paused").await, meta(&env, "pow").await),
         (Some("1".into()), Some("3".into()))
     );
-    assert_eq!(gate(&env).await, 5, "a live sale's gate is left alone");
+    assert_eq!(env.gate().await, 5, "a live sale's gate is left alone");
 
     sqlx::query("update flash_sales set cancelled_at = now() where flash_sale_id = $1")
         .bind(env.sale)
@@ -101,7 +78,7 @@ async fn the_reconciler_brings_stale_metadata_and_a_cancelled_gate_to_postgres(d
         .unwrap();
     reconciler.reconcile_once().await.unwrap();
     assert_eq!(meta(&env, "cancelled").await, Some("1".into()));
-    assert_eq!(gate(&env).await, 0, "a cancelled sale admits nobody");
+    assert_eq!(env.gate().await, 0, "a cancelled sale admits nobody");
     env.cleanup().await;
 }
 
@@ -112,13 +89,13 @@ async fn the_reconciler_brings_stale_metadata_and_a_cancelled_gate_to_postgres(d
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn a_unit_lost_on_its_way_back_to_the_gate_returns_once_the_sale_is_quiet(db: PgPool) {
     let env = Env::new(db, 5, 1).await;
-    arm(&env, 4).await;
+    env.arm(4).await;
     let reconciler = env.reconciler().settle_after(std::time::Duration::ZERO);
 
     reconciler.reconcile_once().await.unwrap();
-    assert_eq!(gate(&env).await, 4, "one pass alone never corrects");
+    assert_eq!(env.gate().await, 4, "one pass alone never corrects");
     reconciler.reconcile_once().await.unwrap();
-    assert_eq!(gate(&env).await, 5, "the lost unit is back");
+    assert_eq!(env.gate().await, 5, "the lost unit is back");
 
     env.queue(env.member().await, 1, Uuid::now_v7(), None).await;
     let _: i64 =
@@ -129,7 +106,7 @@ async fn a_unit_lost_on_its_way_back_to_the_gate_returns_once_the_sale_is_quiet(
         reconciler.reconcile_once().await.unwrap();
     }
     assert_eq!(
-        gate(&env).await,
+        env.gate().await,
         3,
         "a sale with queued tickets is left alone"
     );
@@ -143,7 +120,7 @@ async fn a_unit_lost_on_its_way_back_to_the_gate_returns_once_the_sale_is_quiet(
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn a_ticket_stranded_by_a_dead_door_is_queued_once_the_sale_is_quiet(db: PgPool) {
     let env = Env::new(db, 5, 1).await;
-    arm(&env, 5).await;
+    env.arm(5).await;
     let member = env.member().await;
     let entry = flash_core::redis_model::entry::EntryCall::new(
         &env.keys,
@@ -169,14 +146,14 @@ async fn a_ticket_stranded_by_a_dead_door_is_queued_once_the_sale_is_quiet(db: P
     assert_eq!(env.status(ticket).await.0, "ordered");
     assert_eq!((env.orders().await, env.quantity_left().await), (1, 4));
     assert_eq!(
-        gate(&env).await,
+        env.gate().await,
         4,
         "the unit was sold, not put back as well"
     );
     for _ in 0..3 {
         reconciler.reconcile_once().await.unwrap();
     }
-    assert_eq!(gate(&env).await, 4);
+    assert_eq!(env.gate().await, 4);
     assert_eq!(env.orders().await, 1);
     env.cleanup().await;
 }
