@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use flash_core::{
     domain::{MemberId, TicketStatus},
     redis_model::{
-        Keys, TAG_TTL,
+        self, Keys,
         entry::{self, Entry, EntryCall, SEEN_FIELD, TICKET_FIELDS, TicketFields},
     },
 };
@@ -117,20 +117,8 @@ impl Gate {
         if fresh {
             return Ok(());
         }
+        redis_model::register_tag(&self.redis, &self.keys, sale).await?;
         let tag = ticket_id::sale_tag(sale);
-        let key = self.keys.sale_tag(tag);
-        let mut conn = self.redis.clone();
-        redis::pipe()
-            .cmd("SADD")
-            .arg(&key)
-            .arg(sale.to_string())
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(TAG_TTL.as_secs())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
         let mut registered = lock(&self.registered);
         if registered.len() >= KNOWN_SALES {
             registered.clear();

@@ -22,6 +22,8 @@ use lettre::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::progress::in_progress;
+
 /// Where mail goes.
 pub enum Delivery {
     /// Each mail becomes `<email_id>.eml` in this folder.
@@ -86,7 +88,7 @@ impl Emails {
                     durable_name: Some(EMAILS_CONSUMER.to_owned()),
                     filter_subject: format!("{subject_prefix}{}", EmailJob::SUBJECT),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: flash_core::nats::WORK_ACK_WAIT,
                     ..Default::default()
                 },
             )
@@ -124,7 +126,7 @@ impl Emails {
             // Back off: 1 s, 2 s, 4 s, … capped at a minute.
             AckKind::Nak(Some(Duration::from_secs(1 << delivered.clamp(0, 6))))
         };
-        match self.handle_all(&messages, &jobs).await {
+        match in_progress(messages.iter(), self.handle_all(&messages, &jobs)).await {
             Ok(failed) => {
                 for i in failed {
                     acks[i] = backoff(i);

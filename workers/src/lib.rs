@@ -14,6 +14,7 @@ mod email;
 mod fulfilment;
 mod outbox;
 mod payment;
+mod progress;
 mod reconciler;
 mod waitlist;
 

@@ -22,6 +22,8 @@ use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::progress::in_progress;
+
 /// Why a charge did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChargeError {
@@ -178,7 +180,7 @@ impl<P: PaymentProvider> Payments<P> {
                     durable_name: Some(PAYMENTS_CONSUMER.to_owned()),
                     filter_subject: format!("{subject_prefix}{}", PaymentJob::SUBJECT),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: flash_core::nats::WORK_ACK_WAIT,
                     ..Default::default()
                 },
             )
@@ -231,7 +233,7 @@ impl<P: PaymentProvider> Payments<P> {
         }
         let mut acks = vec![AckKind::Ack; messages.len()];
         let retry = AckKind::Nak(Some(Duration::from_millis(500)));
-        match self.charge_all(&charges).await {
+        match in_progress(messages.iter(), self.charge_all(&charges)).await {
             Ok(retried) => {
                 for order in retried {
                     for charge in charges.iter().filter(|c| c.order == order) {
@@ -246,8 +248,11 @@ impl<P: PaymentProvider> Payments<P> {
                 }
             }
         }
-        let refunded =
-            futures::future::join_all(refunds.iter().map(|(_, order)| self.refund(*order))).await;
+        let refunded = in_progress(
+            messages.iter(),
+            futures::future::join_all(refunds.iter().map(|(_, order)| self.refund(*order))),
+        )
+        .await;
         for ((i, _), outcome) in refunds.iter().zip(refunded) {
             if let Err(err) = outcome {
                 tracing::warn!(error.cause_chain = ?err, error.message = %err, "refund job failed; it will be redelivered");

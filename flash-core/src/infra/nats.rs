@@ -115,14 +115,15 @@ const LEGACY_ORDERS_CONSUMER: &str = "orders";
 /// Deliveries of a ticket before the drain gives up on it and dead-letters it.
 pub const ORDERS_MAX_DELIVER: i64 = 10;
 
-/// How long a delivered ticket waits for its ack before JetStream gives it to another worker:
-/// the longest a dead worker's batch stalls its sale. A live worker whose batch runs longer
-/// says so with progress acks every [`ORDERS_PROGRESS_EVERY`], so a slow batch is not handed
-/// out twice. (It was 30 s: a killed worker then held its tickets for half a minute.)
-pub const ORDERS_ACK_WAIT: Duration = Duration::from_secs(4);
+/// How long a delivered ticket or job waits for its ack before JetStream gives it to another
+/// worker: the longest a dead worker's batch stalls its sale, its charges or its mails. A live
+/// worker whose batch runs longer says so with progress acks every [`WORK_PROGRESS_EVERY`], so
+/// a slow batch is not handed out twice. (It was 30 s: a killed worker then held its tickets,
+/// and its charges, for half a minute.)
+pub const WORK_ACK_WAIT: Duration = Duration::from_secs(4);
 
-/// How often a worker still deciding a batch tells JetStream so (`+WPI`).
-pub const ORDERS_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker still working on a batch tells JetStream so (`+WPI`).
+pub const WORK_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Name of the durable consumer of one sale's tickets, shared by every worker process.
 pub fn orders_consumer_name(sale: uuid::Uuid) -> String {
@@ -193,7 +194,7 @@ pub async fn orders_consumer(
                 durable_name: Some(name.clone()),
                 filter_subject: subjects.flash_tickets(sale),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ORDERS_ACK_WAIT,
+                ack_wait: WORK_ACK_WAIT,
                 max_deliver: ORDERS_MAX_DELIVER,
                 max_ack_pending: 100_000,
                 // A finished sale's consumer goes away by itself.

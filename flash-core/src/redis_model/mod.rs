@@ -59,6 +59,32 @@ pub fn sale_tag(sale: uuid::Uuid) -> u32 {
     })
 }
 
+/// Lists `sale` under its tag ([`sale_tag`]) for [`TAG_TTL`], so that a poll can find the
+/// sale of any of its tickets. The door does it before its first ticket of the sale; whoever
+/// puts tickets back after Redis lost them (the reconciler) does it again, since the list went
+/// with them.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn register_tag(
+    redis: &redis::aio::ConnectionManager,
+    keys: &Keys,
+    sale: uuid::Uuid,
+) -> redis::RedisResult<()> {
+    let key = keys.sale_tag(sale_tag(sale));
+    redis::pipe()
+        .cmd("SADD")
+        .arg(&key)
+        .arg(sale.to_string())
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(TAG_TTL.as_secs())
+        .ignore()
+        .query_async(&mut redis.clone())
+        .await
+}
+
 /// When a sale's keys expire, in ms since the epoch, for one that ends at `ends_at`.
 pub fn expire_at_ms(ends_at: chrono::DateTime<chrono::Utc>) -> i64 {
     ends_at.timestamp_millis() + millis(KEEP_AFTER_END)

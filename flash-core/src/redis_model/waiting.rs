@@ -5,14 +5,15 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use super::{Keys, TAG_TTL, expire_at_ms, sale_tag, script};
+use super::{Keys, expire_at_ms, script};
 use crate::waiting::Waiting;
 
 /// Tickets restored per script call, so Redis is never blocked for long.
 const CHUNK: usize = 500;
 
-/// Restores `waiting` tickets of `sale` (ending at `ends_at`) in their order, and registers the
-/// sale under its tag so polls find them; tickets Redis still holds are left as they are.
+/// Restores `waiting` tickets of `sale` (ending at `ends_at`) in their order; tickets Redis
+/// still holds are left as they are. Polls find them once the sale is listed under its tag
+/// again ([`super::register_tag`], which the caller does).
 /// Returns how many were restored.
 ///
 /// # Errors
@@ -42,20 +43,6 @@ pub async fn restore(
                 .arg(ticket.kind.as_str());
         }
         restored += call.invoke_async::<u64>(&mut redis.clone()).await?;
-    }
-    if !waiting.is_empty() {
-        let tag = keys.sale_tag(sale_tag(sale));
-        redis::pipe()
-            .cmd("SADD")
-            .arg(&tag)
-            .arg(sale.to_string())
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&tag)
-            .arg(TAG_TTL.as_secs())
-            .ignore()
-            .query_async::<()>(&mut redis.clone())
-            .await?;
     }
     Ok(restored)
 }

@@ -31,7 +31,7 @@ use chrono::Utc;
 use flash_core::{
     domain::TicketId,
     jobs::TicketMessage,
-    nats::{ORDERS_MAX_DELIVER, ORDERS_PROGRESS_EVERY, Subjects},
+    nats::{ORDERS_MAX_DELIVER, Subjects},
     redis_model::{
         Keys, outflow, sale_gate,
         tickets::{self, Decision},
@@ -42,6 +42,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::allocation::Fate;
+use crate::progress::in_progress;
 
 /// Longest idle pause when the only waiting sales are held back by their outflow limit: short,
 /// so that the limiter's tokens are used as they come.
@@ -177,7 +178,7 @@ impl Drainer {
         let items = read_tickets(sale, fetched).await?;
         if !items.is_empty()
             && let Err(err) = in_progress(
-                &items,
+                items.iter().map(|(message, _)| message),
                 self.drain_sale(sale, &items, control.abandon_after_secs),
             )
             .await
@@ -389,32 +390,5 @@ fn record_batch(started: Instant, size: usize, fates: &HashMap<TicketId, Fate>) 
     metrics::histogram!("flash_workers_drain_batch_size").record(size as f64);
     for fate in fates.values() {
         metrics::counter!("flash_workers_tickets_total", "outcome" => fate.outcome()).increment(1);
-    }
-}
-
-/// Runs `work` on a batch, telling JetStream every [`ORDERS_PROGRESS_EVERY`] that the batch is
-/// still being worked on: the ack wait is short so that a dead worker's tickets come back
-/// soon, and a live worker's slow batch (PostgreSQL under load) must not come back too.
-async fn in_progress<T>(
-    items: &[(jetstream::Message, TicketMessage)],
-    work: impl Future<Output = T>,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + ORDERS_PROGRESS_EVERY,
-        ORDERS_PROGRESS_EVERY,
-    );
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = tick.tick() => {
-                for (message, _) in items {
-                    // A lost progress ack only risks a redelivery, which the drain absorbs.
-                    if let Err(err) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(error = %err, "a progress ack failed");
-                    }
-                }
-            }
-        }
     }
 }

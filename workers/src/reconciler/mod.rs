@@ -6,7 +6,8 @@
 //!   the queue (admitted, not yet drained), with `SET NX` so it never undoes admissions made
 //!   meanwhile. The queue is counted before `quantity_left` is read: a drain between the two
 //!   reads then only under-admits, never over-admits. The sale's waiting tickets (waitlisted,
-//!   pre-queued) come back with it from PostgreSQL's copy, in their order.
+//!   pre-queued) come back with it from PostgreSQL's copy, in their order, and so does its
+//!   place under its ticket-id tag (which the door reads to find a ticket's sale).
 //! - Metadata is brought to the sale row field by field (`converge_meta`): a pause, a new end,
 //!   a proof of work or a cancel whose Redis step failed reaches the door within a pass.
 //! - A cancelled sale's gate goes to 0; a live sale's gate is set to `quantity_left` once the
@@ -136,6 +137,9 @@ impl Reconciler {
                 (quantity_left - queued).max(0)
             };
             sale_gate::arm(&self.redis, &self.keys, id, units, &meta, Arm::IfAbsent).await?;
+            // What lost the gate lost the tag's list of sales too: without it the door finds
+            // none of the sale's tickets from now on (it remembers having registered it).
+            redis_model::register_tag(&self.redis, &self.keys, id).await?;
             let waiting = flash_core::waiting::of_sale(&self.db, id).await?;
             let restored = redis_model::waiting::restore(
                 &self.redis,

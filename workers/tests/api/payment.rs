@@ -264,3 +264,49 @@ async fn a_charge_for_an_unknown_order_does_not_hold_up_its_batch(db: PgPool) {
     );
     env.cleanup().await;
 }
+
+/// Found by the chaos matrix (SIGKILL a worker mid-spike): the charges a dead worker had
+/// fetched waited out the payments consumer's 30 s ack wait, and the orders stayed
+/// `pending_payment` meanwhile (their buyers unanswered, the sale unable to end on time). Every
+/// charge a dead worker held is settled within 5 s of its death.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn charges_a_dead_worker_held_are_settled_within_five_seconds(db: PgPool) {
+    let env = Env::new(db, 10, 1).await;
+    for _ in 0..5 {
+        env.queue(env.member().await, 1, Uuid::now_v7(), None).await;
+    }
+    env.drain_all(&env.drainer().await).await;
+    while env.relay().await.relay_once().await.unwrap() > 0 {}
+    let payments = env.payments(0.0, 0.0, 5).await;
+    let jobs = env
+        .js
+        .get_stream(&env.iso.nats.nats_jobs_stream)
+        .await
+        .unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        jobs.get_consumer("payments").await.unwrap();
+    let held = flash_core::nats::fetch_batch(&consumer, 10, std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 5, "the dead worker took every charge");
+    drop(held);
+    let died = std::time::Instant::now();
+
+    let mut pending: i64 = 5;
+    while pending > 0 && died.elapsed() < std::time::Duration::from_secs(10) {
+        payments.run_once().await.unwrap();
+        pending =
+            sqlx::query_scalar("select count(*) from orders where status = 'pending_payment'")
+                .fetch_one(&env.db)
+                .await
+                .unwrap();
+    }
+    let took = died.elapsed();
+    assert_eq!(pending, 0, "charges still pending after {took:?}");
+    assert!(
+        took <= std::time::Duration::from_secs(5),
+        "the last charge was settled {took:?} after the worker died"
+    );
+    assert_eq!(payments.provider().charges_made(), 5);
+    env.cleanup().await;
+}

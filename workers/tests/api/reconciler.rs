@@ -44,6 +44,26 @@ async fn a_lost_gate_is_rearmed_from_postgres_minus_the_queue(db: PgPool) {
     env.cleanup().await;
 }
 
+/// Found by the chaos matrix (Redis FLUSHALL mid-spike): the flush also took the list of sales
+/// under each ticket-id tag, which the door reads to find a ticket from its id alone. The door
+/// remembers having registered the sale and does not register it again for a while, so every
+/// ticket issued after the flush answered 404 to its buyer's polls. A gate re-armed after a
+/// loss comes back with its sale's tag registered.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_rearmed_gate_comes_back_with_its_sale_tag(db: PgPool) {
+    let env = Env::new(db, 10, 1).await;
+    let tag = env
+        .keys
+        .sale_tag(flash_core::redis_model::sale_tag(env.sale));
+
+    env.reconciler().reconcile_once().await.unwrap();
+    let tagged: Vec<String> = redis::AsyncCommands::smembers(&mut env.redis.clone(), &tag)
+        .await
+        .unwrap();
+    assert_eq!(tagged, [env.sale.to_string()]);
+    env.cleanup().await;
+}
+
 async fn meta(env: &Env, field: &str) -> Option<String> {
     redis::AsyncCommands::hget(&mut env.redis.clone(), env.keys.sale_meta(env.sale), field)
         .await
