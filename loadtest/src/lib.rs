@@ -5,6 +5,7 @@
 //! count and time, and stops by itself.
 
 pub mod auth_bench;
+pub mod chaos;
 pub mod check;
 mod connections;
 pub mod door_bench;

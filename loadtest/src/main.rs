@@ -1,7 +1,7 @@
 //! `loadtest`: load generators and benchmarks for a running flash-sale stack.
 
 use clap::Parser;
-use loadtest::{auth_bench, check, door_bench, drain_bench, shop, spike, summary};
+use loadtest::{auth_bench, chaos, check, door_bench, drain_bench, shop, spike, summary};
 
 /// mimalloc, as in the services: the load generator shares the cores with what it measures,
 /// so every cycle it saves goes to the services.
@@ -27,6 +27,9 @@ enum Command {
     Door(door_bench::DoorArgs),
     /// Orders per second worker processes drain from a full queue.
     Drain(drain_bench::DrainArgs),
+    /// The fault matrix: a spike per fault (processes killed, Redis flushed, NATS or
+    /// PostgreSQL cut off) on servers and services it starts itself.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Auth(args) => auth_bench::run(args).await,
         Command::Door(args) => door_bench::run(args).await,
         Command::Drain(args) => drain_bench::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

@@ -685,20 +685,32 @@ impl Shop {
         self.create("flash-sales", body).await
     }
 
-    /// Ends `sale` now (`POST /flash-sales/{id}/end`).
+    /// Ends `sale` now (`POST /flash-sales/{id}/end`). Ending is idempotent, so a transport
+    /// error or a 5xx (catalog-api restarting, as in the chaos matrix) is retried for a while.
     async fn end(&self, sale: Uuid) -> anyhow::Result<()> {
-        let response = self
-            .client
-            .post(format!("{}/flash-sales/{sale}/end", self.catalog))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .with_context(|| format!("ending sale {sale} at {}", self.catalog))?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!("ending sale {sale}: catalog-api answered {status}");
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let sent = self
+                .client
+                .post(format!("{}/flash-sales/{sale}/end", self.catalog))
+                .bearer_auth(&self.admin)
+                .send()
+                .await;
+            let retry = match &sent {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => response.status().is_server_error(),
+                Err(_) => true,
+            };
+            if !retry || Instant::now() >= give_up {
+                let response =
+                    sent.with_context(|| format!("ending sale {sale} at {}", self.catalog))?;
+                bail!(
+                    "ending sale {sale}: catalog-api answered {}",
+                    response.status()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Ok(())
     }
 
     async fn create(&self, what: &str, body: Value) -> anyhow::Result<Uuid> {

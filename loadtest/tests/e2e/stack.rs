@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// One stack at a time: each runs every service and a spike, and several at once on two cores
 /// would time each other out rather than test anything.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The three services of the flash-sale path, on free ports.
 pub(crate) struct Stack {

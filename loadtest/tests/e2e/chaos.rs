@@ -1,0 +1,56 @@
+//! The fault matrix (`loadtest chaos`) on a small spike: every row must pass. It runs the
+//! services as processes (it kills them), from the binaries `cargo test --workspace` built next
+//! to this test's own; its Redis and NATS are servers it starts on free ports.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use loadtest::chaos::{self, ChaosArgs};
+
+/// The target folder holding the workspace's binaries: this test runs from its `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    for bin in ["admission", "workers", "catalog-api"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: run the workspace's tests (cargo test --workspace), which build it",
+            dir.join(bin).display()
+        );
+    }
+    dir.to_owned()
+}
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    chaos: ChaosArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_of_the_matrix_loses_nothing() {
+    let _turn = crate::stack::TURN.lock().await;
+    let bin_dir = bin_dir();
+    let mut args = Args::parse_from([
+        "chaos",
+        "--buyers",
+        "400",
+        "--units",
+        "160",
+        "--ramp-secs",
+        "4",
+        "--outage-secs",
+        "2",
+        "--shoppers",
+        "80",
+    ])
+    .chaos;
+    args.bin_dir = bin_dir;
+    let matrix = chaos::run_matrix(&args).await.unwrap();
+    matrix.print();
+    assert_eq!(matrix.rows.len(), chaos::Fault::ALL.len());
+    for row in &matrix.rows {
+        assert!(row.passed(), "{row:?}");
+        assert!(row.accepted > 0, "{row:?}: the spike admitted nobody");
+    }
+}
