@@ -137,10 +137,7 @@ type Probes = Arc<Mutex<Vec<(Instant, bool)>>>;
 
 /// Probes `url` every 20 ms (1 s timeout each) until told to stop; each probe is (when it was
 /// sent, answered 2xx).
-fn probe(
-    http: reqwest::Client,
-    url: String,
-) -> (watch::Sender<bool>, Probes) {
+fn probe(http: reqwest::Client, url: String) -> (watch::Sender<bool>, Probes) {
     let (stop, mut stopped) = watch::channel(false);
     let probes: Probes = Arc::default();
     let record = Arc::clone(&probes);

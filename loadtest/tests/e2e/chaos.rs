@@ -46,6 +46,9 @@ async fn every_fault_of_the_matrix_loses_nothing() {
     ])
     .chaos;
     args.bin_dir = bin_dir;
+    // The run's logs and NATS store: kept when the test fails, to read; removed when it passes.
+    let work_dir = std::env::temp_dir().join(format!("flash-chaos-test-{}", uuid::Uuid::new_v4()));
+    args.work_dir = Some(work_dir.clone());
     let matrix = chaos::run_matrix(&args).await.unwrap();
     matrix.print();
     assert_eq!(matrix.rows.len(), chaos::Fault::ALL.len());
@@ -53,4 +56,5 @@ async fn every_fault_of_the_matrix_loses_nothing() {
         assert!(row.passed(), "{row:?}");
         assert!(row.accepted > 0, "{row:?}: the spike admitted nobody");
     }
+    std::fs::remove_dir_all(&work_dir).unwrap();
 }
