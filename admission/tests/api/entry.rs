@@ -444,3 +444,82 @@ fn counter(exposition: &str, series: &str) -> f64 {
         .and_then(|rest| rest.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Item 7 of the hardening issue, through the door: JetStream stores the ticket but its ack
+/// never reaches the door (here the answers from NATS are lost on the way), and a worker reads
+/// the ticket meanwhile. The door's publish times out, its undo finds the ticket claimed, and
+/// the buyer is told 202, not 503: a 503 would be followed by an order. The unit stays taken
+/// once, and the buyer's next entry finds the same ticket.
+#[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
+async fn a_publish_stored_but_unacknowledged_and_claimed_answers_202(db: PgPool) {
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let upstream: std::net::SocketAddr = nats_url
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("NATS_URL is nats://<ip>:<port>");
+    let proxy = flash_core::testing::Proxy::start(upstream).await.unwrap();
+    let via = format!("nats://{}", proxy.addr());
+    let app = TestApp::spawn_with(db, |config| {
+        config.nats.nats_url = via;
+        config.nats.nats_publish_timeout_ms = 1_500;
+    })
+    .await;
+    let sale = app.arm(3, Utc::now() - Duration::seconds(1)).await;
+    let buyer = app.buyer();
+
+    // A worker's side, on its own connection: the sale's queue.
+    let nats = flash_core::nats::connect(&app.iso.nats, "worker")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let stream = js
+        .get_stream(&app.iso.nats.nats_flash_stream)
+        .await
+        .unwrap();
+    let subjects = flash_core::nats::Subjects::new(&app.iso.nats.nats_subject_prefix);
+    let consumer = flash_core::nats::orders_consumer(&stream, &subjects, sale)
+        .await
+        .unwrap();
+
+    proxy.lose_answers();
+    let entry = tokio::spawn({
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}/sales/{sale}/tickets", app.base),
+            buyer.token.clone(),
+        );
+        async move { client.post(url).bearer_auth(token).send().await }
+    });
+    let fetched = flash_core::nats::fetch_batch(&consumer, 1, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 1, "JetStream stored the ticket");
+    let message: flash_core::jobs::TicketMessage =
+        serde_json::from_slice(&fetched[0].payload).unwrap();
+    let ticket = message.ticket_id.get();
+    // What the drain does as it reads a ticket.
+    flash_core::redis_model::tickets::claim(&app.redis, &app.keys, sale, &[ticket])
+        .await
+        .unwrap();
+
+    let answer = entry.await.unwrap().unwrap();
+    proxy.restore();
+    let body = json(answer, StatusCode::ACCEPTED).await;
+    assert_eq!(body["ticket_id"], ticket.to_string());
+    assert_eq!(body["status"], "queued");
+    assert_eq!(app.gate(sale).await, 2, "the unit stays taken, once");
+
+    // The door's NATS stream had a gap: it may reconnect before its next publish.
+    let mut again = app.enter(sale, &buyer).await;
+    for _ in 0..50 {
+        if again.status() != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        again = app.enter(sale, &buyer).await;
+    }
+    let again = json(again, StatusCode::OK).await;
+    assert_eq!(again["ticket_id"], ticket.to_string(), "the same ticket");
+    assert_eq!(app.gate(sale).await, 2);
+    app.teardown().await;
+}

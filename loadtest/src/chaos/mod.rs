@@ -10,7 +10,6 @@
 
 mod checkouts;
 pub mod fault;
-mod proxy;
 mod rig;
 mod row;
 

@@ -20,13 +20,12 @@ use flash_core::{
     auth::keys::{JwtSigner, KeyPair},
     config::{PgArgs, RedisArgs},
     redis_model::Keys,
+    testing::Proxy,
 };
 use reqwest::Url;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
-
-use super::proxy::Proxy;
 
 /// How long a server or service may take to answer after it was started.
 const READY_WITHIN: Duration = Duration::from_secs(60);

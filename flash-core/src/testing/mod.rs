@@ -1,5 +1,10 @@
 //! Test support (feature `test-util`, and flash-core's own unit tests): per-test Redis prefixes
-//! and NATS names against the real servers, and clean-up so parallel tests leave nothing behind.
+//! and NATS names against the real servers, clean-up so parallel tests leave nothing behind,
+//! and a [`Proxy`] that takes a server away from the processes under test.
+
+mod proxy;
+
+pub use proxy::Proxy;
 
 use std::{
     path::PathBuf,
