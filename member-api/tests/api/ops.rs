@@ -2,7 +2,19 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::helpers::TestApp;
+
+/// What the server sent next (up to 4 KiB), within 10 s.
+async fn read_some(stream: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
 
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn health_readiness_and_metrics_answer(db: PgPool) {
@@ -99,23 +111,30 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_new_connections(db: P
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    // A login spends ~25 ms in Argon2: long enough to be in flight when shutdown starts.
-    let in_flight = tokio::spawn({
-        let client = client.clone();
-        let url = app.url("/auth/login");
-        async move {
-            client
-                .post(url)
-                .json(&serde_json::json!({"email": "ivy@example.com", "password": crate::helpers::PASSWORD}))
-                .send()
-                .await
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The login is in flight once the server asks for its body: with `Expect: 100-continue`
+    // hyper sends `100 Continue` when the handler first reads the body, so the answer to wait
+    // for is that line (no sleep standing in for it).
+    let body =
+        serde_json::json!({"email": "ivy@example.com", "password": crate::helpers::PASSWORD})
+            .to_string();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut login = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    login.write_all(head.as_bytes()).await.unwrap();
+    let continued = read_some(&mut login).await;
+    assert!(
+        continued.starts_with("HTTP/1.1 100"),
+        "the server did not ask for the body: {continued:?}"
+    );
 
     app.stop();
 
-    assert_eq!(in_flight.await.unwrap().unwrap().status(), StatusCode::OK);
+    login.write_all(body.as_bytes()).await.unwrap();
+    let answer = read_some(&mut login).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     let mut refused = false;
     for _ in 0..50 {
         if client.get(app.url("/healthz")).send().await.is_err() {
