@@ -652,15 +652,19 @@ fn bar(bars: &MultiProgress, len: usize, label: &str) -> ProgressBar {
     bar
 }
 
-/// The admin side: catalog-api calls that set the sale up.
-struct Shop {
-    client: reqwest::Client,
-    catalog: String,
-    admin: String,
+/// The admin side: catalog-api calls that set the sale up (and the chaos matrix's checkout
+/// product).
+pub(crate) struct Shop {
+    pub(crate) client: reqwest::Client,
+    /// catalog-api's base URL.
+    pub(crate) catalog: String,
+    /// An admin's access token.
+    pub(crate) admin: String,
 }
 
 impl Shop {
-    async fn product(&self, tag: &str, stock: i64) -> anyhow::Result<Uuid> {
+    /// A product with `stock` units, its SKU made of `tag`.
+    pub(crate) async fn product(&self, tag: &str, stock: i64) -> anyhow::Result<Uuid> {
         let sku: String = tag
             .chars()
             .filter(char::is_ascii_alphanumeric)

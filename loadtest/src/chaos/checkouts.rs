@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use flash_core::{auth::keys::JwtSigner, domain::Role};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -17,7 +16,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::fault::Checkouts;
-use crate::seed::{self, Buyer};
+use crate::{
+    seed::{self, Buyer},
+    spike::Shop,
+};
 
 /// Shoppers checking out at once.
 const IN_FLIGHT: usize = 8;
@@ -54,23 +56,12 @@ impl Shoppers {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
-        let sku: String = tag.chars().filter(char::is_ascii_alphanumeric).collect();
-        let answer: Value = client
-            .post(format!("{catalog}/products"))
-            .bearer_auth(&admin.token)
-            .json(
-                &json!({"sku": sku, "name": "Chaos checkout mug", "price_cents": 1500,
-                          "currency": "EUR", "stock": stock}),
-            )
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let product = answer["id"]
-            .as_str()
-            .and_then(|id| id.parse().ok())
-            .with_context(|| format!("no product id in {answer}"))?;
+        let shop = Shop {
+            client: client.clone(),
+            catalog: catalog.to_owned(),
+            admin: admin.token,
+        };
+        let product = shop.product(&tag, stock).await?;
         Ok(Self {
             client,
             catalog: catalog.to_owned(),

@@ -23,16 +23,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Every fault, in the order the matrix runs them.
-    pub const ALL: [Self; 6] = [
-        Self::KillWorker,
-        Self::KillDoor,
-        Self::KillCatalog,
-        Self::FlushRedis,
-        Self::CutNats,
-        Self::CutPostgres,
-    ];
-
     /// The row's name in the table.
     pub fn name(self) -> &'static str {
         match self {

@@ -150,7 +150,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 /// When the rig cannot be started or a row cannot be run.
 pub async fn run_matrix(args: &ChaosArgs) -> anyhow::Result<Matrix> {
     let faults = if args.faults.is_empty() {
-        Fault::ALL.to_vec()
+        // Every fault, in the order they are declared.
+        <Fault as clap::ValueEnum>::value_variants().to_vec()
     } else {
         args.faults.clone()
     };
