@@ -42,9 +42,18 @@ pub struct RedisArgs {
 /// NATS / JetStream connection settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
-    /// NATS URL (the server must run with JetStream enabled).
+    /// NATS URL (the server must run with JetStream enabled), or several separated by commas:
+    /// the seeds of a NATS cluster (`nats://a:4222,nats://b:4222,nats://c:4222`). The client
+    /// connects to one of them, learns the rest of the cluster from it, and moves to another
+    /// node when its node goes away.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Replicas of every stream this deployment creates: 1 on one server, 3 (or 5) on a NATS
+    /// cluster, so a stream keeps its messages and its leader when a node dies. Applies when a
+    /// stream is created; an existing stream keeps its own.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     /// Prefix put before every subject (`<prefix>jobs.email`), so parallel deployments or test
     /// runs on one NATS server never see each other's messages. Empty in production.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "")]
@@ -65,6 +74,15 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
+    /// The server URLs of [`NatsArgs::nats_url`], one per seed, blanks dropped.
+    pub fn seeds(&self) -> Vec<&str> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
     /// The publish-ack timeout as a `Duration`.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.nats_publish_timeout_ms)

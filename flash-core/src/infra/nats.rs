@@ -25,15 +25,25 @@ pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 /// outbox relay may republish after a crash long after the first attempt.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
-/// Connects to NATS.
+/// Connects to NATS: to one of the seeds of [`NatsArgs::seeds`], which the client tries in a
+/// random order so that a deployment's processes spread over a cluster's nodes.
 ///
 /// # Errors
-/// When the server cannot be reached at start-up.
+/// When a URL is malformed, or no seed can be reached at start-up.
 pub async fn connect(args: &NatsArgs, name: &str) -> anyhow::Result<async_nats::Client> {
+    let seeds = args
+        .seeds()
+        .into_iter()
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("invalid NATS_URL entry {url}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!seeds.is_empty(), "NATS_URL names no server");
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(2))
-        .connect(args.nats_url.as_str())
+        .connect(seeds)
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))
 }
@@ -155,6 +165,7 @@ pub async fn ensure_flash_queue(
             duplicate_window: DEDUP_WINDOW,
             max_messages: args.nats_flash_max_messages,
             discard: jetstream::stream::DiscardPolicy::New,
+            num_replicas: args.nats_stream_replicas.into(),
             ..Default::default()
         })
         .await
@@ -170,6 +181,7 @@ pub async fn ensure_flash_queue(
         subjects: vec![format!("{}flash.dead.>", args.nats_subject_prefix)],
         storage: StorageType::File,
         max_age: Duration::from_secs(7 * 24 * 3600),
+        num_replicas: args.nats_stream_replicas.into(),
         ..Default::default()
     })
     .await
@@ -224,6 +236,7 @@ pub async fn ensure_events_stream(js: &jetstream::Context, args: &NatsArgs) -> a
         duplicate_window: DEDUP_WINDOW,
         max_age: Duration::from_secs(7 * 24 * 3600),
         name: name.clone(),
+        num_replicas: args.nats_stream_replicas.into(),
         ..Default::default()
     })
     .await
@@ -246,6 +259,7 @@ pub async fn ensure_jobs_stream(js: &jetstream::Context, args: &NatsArgs) -> any
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DEDUP_WINDOW,
+        num_replicas: args.nats_stream_replicas.into(),
         ..Default::default()
     })
     .await
