@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use flash_core::redis::Redis;
 use flash_core::{
     domain::TicketStatus,
     jobs::TicketMessage,
@@ -32,7 +33,6 @@ use flash_core::{
     },
     sale_events::{self, SaleEvent},
 };
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -48,14 +48,14 @@ const LOCK_MS: u64 = 30_000;
 /// Releases pre-queues when their sale starts.
 pub(crate) struct Drawer {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     queue: Queue,
     owner: String,
 }
 
 impl Drawer {
-    pub(crate) fn new(db: PgPool, redis: ConnectionManager, keys: Keys, queue: Queue) -> Self {
+    pub(crate) fn new(db: PgPool, redis: Redis, keys: Keys, queue: Queue) -> Self {
         Self {
             db,
             redis,

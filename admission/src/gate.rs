@@ -15,6 +15,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use flash_core::redis::Redis;
 use flash_core::{
     domain::{MemberId, TicketStatus},
     redis_model::{
@@ -22,7 +23,6 @@ use flash_core::{
         entry::{self, Entry, EntryCall, SEEN_FIELD, TICKET_FIELDS, TicketFields},
     },
 };
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use crate::{pipelined::Pipelined, ticket_id};
@@ -83,7 +83,7 @@ struct TagSales {
 /// Entry and ticket operations on Redis.
 #[derive(Clone)]
 pub(crate) struct Gate {
-    redis: ConnectionManager,
+    redis: Redis,
     /// The door's own connection for the two hot commands, an entry's script and a poll's
     /// read (see [`Pipelined`]); `None` for a Redis it does not speak to (a Unix socket),
     /// where they go through `redis` like the rest.
@@ -96,7 +96,7 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    pub(crate) fn new(redis: ConnectionManager, pipelined: Option<Pipelined>, keys: Keys) -> Self {
+    pub(crate) fn new(redis: Redis, pipelined: Option<Pipelined>, keys: Keys) -> Self {
         Self {
             redis,
             pipelined,

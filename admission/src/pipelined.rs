@@ -54,12 +54,16 @@ struct Target {
 
 impl Pipelined {
     /// A connection to the Redis at `url`, made when the first request comes; `None` when the
-    /// URL names a Unix-socket server (or a TLS one, were the crate built with TLS), which
-    /// this connection does not speak: the caller keeps using the crate's connection then.
+    /// URL names a Redis Cluster or a Unix-socket server (or a TLS one, were the crate built
+    /// with TLS), which this connection does not speak: the caller keeps using the crate's
+    /// connection then.
     ///
     /// # Errors
     /// When the URL is not a Redis URL.
     pub(crate) fn start(url: &str, response_timeout: Duration) -> RedisResult<Option<Self>> {
+        if url.starts_with(flash_core::redis::CLUSTER_SCHEME) {
+            return Ok(None);
+        }
         let client = redis::Client::open(url)?;
         let info = client.get_connection_info();
         let ConnectionAddr::Tcp(host, port) = info.addr() else {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use flash_core::redis::Redis;
 use flash_core::{auth::Authenticator, redis_model::Keys};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use flash_core::redis_model::product_cache::ProductCache;
@@ -14,7 +14,7 @@ use flash_core::redis_model::product_cache::ProductCache;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) db: PgPool,
-    pub(crate) redis: ConnectionManager,
+    pub(crate) redis: Redis,
     pub(crate) keys: Keys,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) cache: ProductCache,

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 struct Fixture {
-    redis: redis::aio::ConnectionManager,
+    redis: flash_core::redis::Redis,
     keys: Keys,
     db: PgPool,
     signer: JwtSigner,
@@ -39,7 +39,7 @@ fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-async fn pubsub_clients(redis: &mut redis::aio::ConnectionManager) -> Vec<String> {
+async fn pubsub_clients(redis: &mut flash_core::redis::Redis) -> Vec<String> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("TYPE")
@@ -67,7 +67,8 @@ impl Fixture {
     /// A cached authenticator whose feed follows the Redis at `feed_url`.
     async fn new(feed_url: &str, db: PgPool) -> Self {
         let client = redis::Client::open(redis_url()).unwrap();
-        let redis = client.get_connection_manager().await.unwrap();
+        let redis =
+            flash_core::redis::Redis::Single(client.get_connection_manager().await.unwrap());
         let keys = Keys::new(&format!("test:{}:", Uuid::new_v4()));
         let pair = KeyPair::generate().unwrap();
         let signer = JwtSigner::from_pem(pair.private_pem.as_bytes(), "iss", "aud", 60).unwrap();
@@ -130,11 +131,13 @@ fn revoked<T>(answer: Result<T, ApiError>) -> bool {
 #[sqlx::test(migrator = "flash_core::db::MIGRATOR")]
 async fn the_feed_vouches_for_remembered_tokens_only_while_its_subscription_holds(db: PgPool) {
     // The subscriptions there are before the feed starts: the feed's own is the one added.
-    let mut observer = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
+    let mut observer = flash_core::redis::Redis::Single(
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap(),
+    );
     let before = pubsub_clients(&mut observer).await;
     let mut fx = Fixture::new(&redis_url(), db).await;
     let first = live_generation(&fx.feed, None).await;

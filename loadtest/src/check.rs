@@ -129,7 +129,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
 /// lines in [`CheckReport::violations`].
 pub async fn check_sale(
     db: &PgPool,
-    redis: Option<&redis::aio::ConnectionManager>,
+    redis: Option<&flash_core::redis::Redis>,
     keys: &Keys,
     sale: Uuid,
 ) -> anyhow::Result<CheckReport> {
@@ -256,7 +256,7 @@ async fn grouped(
 /// `ordered` has its order, and every order's ticket says `ordered`.
 async fn check_tickets(
     db: &PgPool,
-    redis: &redis::aio::ConnectionManager,
+    redis: &flash_core::redis::Redis,
     keys: &Keys,
     sale: Uuid,
     violations: &mut Vec<String>,
@@ -312,6 +312,6 @@ async fn check_tickets(
     Ok(by_status)
 }
 
-async fn scan(redis: &redis::aio::ConnectionManager, pattern: &str) -> anyhow::Result<Vec<String>> {
-    Ok(flash_core::redis::scan_keys(&mut redis.clone(), pattern).await?)
+async fn scan(redis: &flash_core::redis::Redis, pattern: &str) -> anyhow::Result<Vec<String>> {
+    Ok(flash_core::redis::scan_keys(redis, pattern).await?)
 }

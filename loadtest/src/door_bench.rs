@@ -212,7 +212,7 @@ fn status(answer: anyhow::Result<Answer>) -> u16 {
 /// Removes the synthetic sale: its queued messages and its Redis keys.
 async fn clean_up(
     args: &DoorArgs,
-    redis: &redis::aio::ConnectionManager,
+    redis: &flash_core::redis::Redis,
     keys: &Keys,
     sale: Uuid,
 ) -> anyhow::Result<()> {
@@ -230,9 +230,9 @@ async fn clean_up(
         .await
         .context("purging the bench's tickets")?;
     let mut conn = redis.clone();
-    let sale_keys = scan_keys(&mut conn, &format!("{}{{sale:{sale}}}*", keys.prefix())).await?;
+    let sale_keys = scan_keys(&conn, &format!("{}{{sale:{sale}}}*", keys.prefix())).await?;
     // The door lists the sale under its ticket-id tag; that set may hold other sales too.
-    for tag_set in scan_keys(&mut conn, &format!("{}sale-tag:*", keys.prefix())).await? {
+    for tag_set in scan_keys(&conn, &format!("{}sale-tag:*", keys.prefix())).await? {
         redis::cmd("SREM")
             .arg(tag_set)
             .arg(sale.to_string())

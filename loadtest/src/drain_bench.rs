@@ -452,10 +452,9 @@ fn start_worker(
 }
 
 async fn clear_redis(redis: &RedisArgs, id: &str) -> anyhow::Result<()> {
-    let conn = flash_core::redis::connect(redis).await?;
-    let mut conn = conn.clone();
+    let mut conn = flash_core::redis::connect(redis).await?;
     let pattern = format!("bench:{id}:*");
-    let keys = flash_core::redis::scan_keys(&mut conn, &pattern).await?;
+    let keys = flash_core::redis::scan_keys(&conn, &pattern).await?;
     for chunk in keys.chunks(1000) {
         redis::cmd("DEL")
             .arg(chunk)

@@ -47,7 +47,7 @@ impl Fairness {
 /// When PostgreSQL or Redis fail.
 pub async fn measure(
     db: &PgPool,
-    redis: &redis::aio::ConnectionManager,
+    redis: &flash_core::redis::Redis,
     keys: &Keys,
     sale: Uuid,
     prequeued: &[Uuid],
@@ -103,7 +103,7 @@ fn inversions(served: &[(Arrival, i64)]) -> usize {
 
 /// The queue number of each ticket (0 for none).
 async fn seqs(
-    redis: &redis::aio::ConnectionManager,
+    redis: &flash_core::redis::Redis,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],

@@ -330,7 +330,7 @@ pub async fn run(args: SpikeArgs) -> anyhow::Result<()> {
 /// When seeding, creating the sale or reading the stores fails.
 pub async fn run_with(
     db: &PgPool,
-    redis: &redis::aio::ConnectionManager,
+    redis: &flash_core::redis::Redis,
     keys: &Keys,
     signer: &JwtSigner,
     plan: &Plan,

@@ -10,6 +10,7 @@
 
 use std::{future::Future, time::Duration};
 
+use flash_core::redis::Redis;
 use flash_core::{
     domain::{OrderId, OrderStatus},
     jobs::{EmailMessage, PaymentJob},
@@ -17,7 +18,6 @@ use flash_core::{
     redis_model::Keys,
     restock,
 };
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 /// Why the carrier could not answer; the order stays where it is until the next pass.
@@ -137,7 +137,7 @@ impl Answer {
 /// Runs the fulfilment steps.
 pub struct Fulfilment<C> {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     carrier: C,
     settings: FulfilmentSettings,
@@ -147,7 +147,7 @@ impl<C: Carrier> Fulfilment<C> {
     /// A scheduler moving orders of `db` through `carrier`.
     pub fn new(
         db: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         carrier: C,
         settings: FulfilmentSettings,

@@ -9,6 +9,7 @@
 use std::{collections::HashMap, future::Future, sync::Mutex, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use flash_core::redis::Redis;
 use flash_core::{
     domain::OrderId,
     jobs::{EmailMessage, PaymentJob},
@@ -18,7 +19,6 @@ use flash_core::{
     restock::{self, Restocked},
 };
 use rand::Rng;
-use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -152,7 +152,7 @@ const PAYMENTS_CONSUMER: &str = "payments";
 /// Runs payment jobs.
 pub struct Payments<P> {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     consumer: PullConsumer,
     provider: P,
@@ -166,7 +166,7 @@ impl<P: PaymentProvider> Payments<P> {
     /// When the consumer cannot be created.
     pub async fn new(
         db: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         jobs: &jetstream::stream::Stream,
         subject_prefix: &str,

@@ -19,6 +19,7 @@
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use flash_core::redis::Redis;
 use flash_core::{
     jobs::TicketMessage,
     nats::Subjects,
@@ -27,7 +28,6 @@ use flash_core::{
         waitlist::{self, Promoted},
     },
 };
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ const CHUNK: usize = 100;
 /// Moves returned units to waitlisted buyers.
 pub struct Promoter {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     js: jetstream::Context,
     subjects: Subjects,
@@ -59,7 +59,7 @@ impl Promoter {
     /// A promoter for the sales in `db`, their waitlists in `redis`, the queue behind `js`.
     pub fn new(
         db: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         js: jetstream::Context,
         subjects: Subjects,

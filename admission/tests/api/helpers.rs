@@ -26,7 +26,7 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     pub(crate) db: PgPool,
     pub(crate) iso: Isolation,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: flash_core::redis::Redis,
     pub(crate) keys: Keys,
     signer: JwtSigner,
     shutdown: CancellationToken,

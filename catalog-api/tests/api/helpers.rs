@@ -21,7 +21,7 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     pub(crate) db: PgPool,
     pub(crate) iso: Isolation,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: flash_core::redis::Redis,
     signer: JwtSigner,
     shutdown: CancellationToken,
 }

@@ -2,8 +2,8 @@
 //! poll reads. The door runs the entry over its own pipelined connection or over the `redis`
 //! crate; both take the keys, arguments and reply from here.
 
+use crate::redis::Redis;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{KEEP_AFTER_END, Keys, millis, script};
@@ -114,7 +114,7 @@ impl EntryCall {
     ///
     /// # Errors
     /// When Redis fails.
-    pub async fn run(&self, redis: &ConnectionManager) -> redis::RedisResult<Entry> {
+    pub async fn run(&self, redis: &Redis) -> redis::RedisResult<Entry> {
         let mut invocation = Self::script().redis().prepare_invoke();
         invocation.key(&self.keys).arg(&self.args);
         let reply: String = invocation.invoke_async(&mut redis.clone()).await?;
@@ -178,7 +178,7 @@ pub enum Undo {
 /// # Errors
 /// When Redis fails.
 pub async fn undo(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     member: MemberId,

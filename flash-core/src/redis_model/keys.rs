@@ -3,6 +3,9 @@
 //!
 //! A sale's keys all carry the hash tag `{sale:<id>}`, so on Redis Cluster they sit in one slot
 //! and one script may touch any of them; every script is handed each key it touches in KEYS.
+//! The denylist's keys share the tag `{deny}` for the same reason: a denial and its
+//! announcement are one `MULTI`, and a check asks the token, its session and the marker in one
+//! pipeline, which on a cluster must all go to one node.
 
 use std::sync::Arc;
 
@@ -29,7 +32,7 @@ impl Keys {
 
     /// Marks a logged-out access token (by `jti`) until it would have expired anyway.
     pub fn denied_token(&self, jti: Uuid) -> String {
-        format!("{}deny:jti:{jti}", self.prefix)
+        format!("{}{{deny}}:jti:{jti}", self.prefix)
     }
 
     /// Units of a flash sale the front door may still admit.
@@ -147,13 +150,13 @@ impl Keys {
     /// Marks a whole login session (by `sid`) whose access tokens must stop working: logged
     /// out, or its refresh token was reused.
     pub fn denied_session(&self, sid: Uuid) -> String {
-        format!("{}deny:sid:{sid}", self.prefix)
+        format!("{}{{deny}}:sid:{sid}", self.prefix)
     }
 
     /// Present while the denylist in Redis is whole: gone with everything else when Redis loses
     /// its keys, which tells the next check to refill the denylist from PostgreSQL.
     pub fn denylist_whole(&self) -> String {
-        format!("{}deny:whole", self.prefix)
+        format!("{}{{deny}}:whole", self.prefix)
     }
 
     /// The pub/sub channel on which every denial is announced as it is written, so a service

@@ -67,7 +67,7 @@ pub fn sale_tag(sale: uuid::Uuid) -> u32 {
 /// # Errors
 /// When Redis fails.
 pub async fn register_tag(
-    redis: &redis::aio::ConnectionManager,
+    redis: &crate::redis::Redis,
     keys: &Keys,
     sale: uuid::Uuid,
 ) -> redis::RedisResult<()> {

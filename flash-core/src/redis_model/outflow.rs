@@ -6,7 +6,7 @@
 //! drained count stays within a few percent of the limit, and a change of the limit takes
 //! effect at the next pass. Time is Redis's own, so workers' clocks need not agree.
 
-use redis::aio::ConnectionManager;
+use crate::redis::Redis;
 use uuid::Uuid;
 
 use super::{Keys, OUTFLOW_BUCKET_TTL, millis, script};
@@ -16,7 +16,7 @@ use super::{Keys, OUTFLOW_BUCKET_TTL, millis, script};
 /// # Errors
 /// When Redis is unreachable.
 pub async fn take(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     per_sec: u32,
@@ -38,7 +38,7 @@ pub async fn take(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn give_back(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     unused: usize,

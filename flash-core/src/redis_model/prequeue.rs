@@ -2,8 +2,8 @@
 //! and then the backlog's (`lua/place.lua`), and the lock that lets one admission process
 //! release a sale (`lua/lock_renew.lua`, `lua/lock_release.lua`).
 
+use crate::redis::Redis;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Keys, expire_at_ms, script, waitlist::Promoted};
@@ -25,11 +25,7 @@ pub struct Placed {
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn entrants(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-) -> redis::RedisResult<Vec<Uuid>> {
+pub async fn entrants(redis: &Redis, keys: &Keys, sale: Uuid) -> redis::RedisResult<Vec<Uuid>> {
     let listed: Vec<String> = script::CLOSE_PREQUEUE
         .redis()
         .key(keys.sale_meta(sale))
@@ -39,7 +35,7 @@ pub async fn entrants(
     Ok(listed.iter().filter_map(|t| t.parse().ok()).collect())
 }
 
-async fn list(redis: &ConnectionManager, key: &str, last: i64) -> redis::RedisResult<Vec<Uuid>> {
+async fn list(redis: &Redis, key: &str, last: i64) -> redis::RedisResult<Vec<Uuid>> {
     let listed: Vec<String> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)
@@ -54,7 +50,7 @@ async fn list(redis: &ConnectionManager, key: &str, last: i64) -> redis::RedisRe
 /// # Errors
 /// When Redis fails.
 pub async fn members(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],
@@ -75,7 +71,7 @@ pub async fn members(
 /// # Errors
 /// When Redis fails.
 pub async fn statuses(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],
@@ -97,7 +93,7 @@ pub async fn statuses(
 /// # Errors
 /// When Redis fails.
 pub async fn place_drawn(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ends_at: DateTime<Utc>,
@@ -112,7 +108,7 @@ pub async fn place_drawn(
 /// # Errors
 /// When Redis fails.
 pub async fn place_backlog(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ends_at: DateTime<Utc>,
@@ -127,7 +123,7 @@ pub async fn place_backlog(
 }
 
 async fn place(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ends_at: DateTime<Utc>,
@@ -161,7 +157,7 @@ async fn place(
 /// # Errors
 /// When Redis fails.
 pub async fn lock(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     owner: &str,
@@ -183,7 +179,7 @@ pub async fn lock(
 /// # Errors
 /// When Redis fails.
 pub async fn renew(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     owner: &str,
@@ -203,12 +199,7 @@ pub async fn renew(
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn unlock(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-    owner: &str,
-) -> redis::RedisResult<()> {
+pub async fn unlock(redis: &Redis, keys: &Keys, sale: Uuid, owner: &str) -> redis::RedisResult<()> {
     script::LOCK_RELEASE
         .redis()
         .key(keys.sale_draw_lock(sale))
@@ -233,7 +224,7 @@ mod tests {
     };
 
     /// `member`'s entry into `sale` by a door whose clock reads `now`.
-    async fn enter(redis: &ConnectionManager, keys: &Keys, sale: Uuid, now: DateTime<Utc>) -> Uuid {
+    async fn enter(redis: &Redis, keys: &Keys, sale: Uuid, now: DateTime<Utc>) -> Uuid {
         let call = EntryCall::new(keys, sale, MemberId::new(), Uuid::now_v7(), now, 0);
         match call.run(redis).await.unwrap() {
             Entry::Queued { ticket, .. } | Entry::Prequeued { ticket } => ticket,
@@ -241,7 +232,7 @@ mod tests {
         }
     }
 
-    async fn status(redis: &ConnectionManager, keys: &Keys, sale: Uuid, ticket: Uuid) -> String {
+    async fn status(redis: &Redis, keys: &Keys, sale: Uuid, ticket: Uuid) -> String {
         redis::cmd("HGET")
             .arg(keys.ticket(sale, ticket))
             .arg("status")

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Redis;
 use uuid::Uuid;
 
 use super::{Keys, script};
@@ -31,7 +31,7 @@ pub enum Lookup {
 /// writes, all with the reader's TTL. Counts `flash_catalog_product_cache_total{result}`.
 #[derive(Clone)]
 pub struct ProductCache {
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     ttl: Duration,
 }
@@ -39,7 +39,7 @@ pub struct ProductCache {
 impl ProductCache {
     /// A cache on `redis` whose entries live `ttl`.
     #[must_use]
-    pub fn new(redis: ConnectionManager, keys: Keys, ttl: Duration) -> Self {
+    pub fn new(redis: Redis, keys: Keys, ttl: Duration) -> Self {
         Self { redis, keys, ttl }
     }
 
@@ -102,7 +102,7 @@ fn miss(result: &'static str) -> Lookup {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn store(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     product: Uuid,
     version: i64,
@@ -124,7 +124,7 @@ pub async fn store(
 /// Records, after the commit, that each product changed to its version: readers go to
 /// PostgreSQL until one of them caches that version. Best effort: a failure is logged, and the
 /// old entry expires within its TTL.
-pub async fn invalidate(redis: &ConnectionManager, keys: &Keys, changed: &[(Uuid, i64)]) {
+pub async fn invalidate(redis: &Redis, keys: &Keys, changed: &[(Uuid, i64)]) {
     for &(product, version) in changed {
         if let Err(err) = store(redis, keys, product, version, "", TOMBSTONE_TTL).await {
             tracing::warn!(error = %err, %product, version, "product cache invalidation failed");

@@ -6,8 +6,8 @@
 //! it. Both keys of a sale share the hash tag `{sale:<id>}`, so one Lua script can touch both
 //! on Redis Cluster.
 
+use crate::redis::Redis;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Keys, expire_at_ms, script};
@@ -128,7 +128,7 @@ pub enum Arm {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn arm(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     units: i64,
@@ -170,7 +170,7 @@ pub async fn arm(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn write_meta(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     meta: &SaleMeta,
@@ -221,7 +221,7 @@ fn meta_fields(meta: &SaleMeta) -> [(&'static str, i64); 10] {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn converge_meta(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     meta: &SaleMeta,
@@ -240,7 +240,7 @@ pub async fn converge_meta(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn gate_reading(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
 ) -> redis::RedisResult<(Option<i64>, i64, i64)> {
@@ -262,7 +262,7 @@ pub async fn gate_reading(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn correct_gate(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     read: i64,
@@ -295,7 +295,7 @@ pub struct DrainControl {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn drain_control(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
 ) -> redis::RedisResult<DrainControl> {
@@ -320,7 +320,7 @@ pub async fn drain_control(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn add_units(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     units: i64,
@@ -351,7 +351,7 @@ pub enum Taken {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn take_units(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     units: i64,
@@ -374,11 +374,7 @@ pub async fn take_units(
 ///
 /// # Errors
 /// When Redis is unreachable.
-pub async fn remaining(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-) -> redis::RedisResult<Option<i64>> {
+pub async fn remaining(redis: &Redis, keys: &Keys, sale: Uuid) -> redis::RedisResult<Option<i64>> {
     let mut conn = redis.clone();
     redis::cmd("GET")
         .arg(keys.sale_gate(sale))
@@ -391,11 +387,7 @@ pub async fn remaining(
 ///
 /// # Errors
 /// When Redis is unreachable.
-pub async fn return_unit(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-) -> redis::RedisResult<()> {
+pub async fn return_unit(redis: &Redis, keys: &Keys, sale: Uuid) -> redis::RedisResult<()> {
     let mut conn = redis.clone();
     script::ADD_UNITS
         .redis()

@@ -2,7 +2,7 @@
 //! dead-lettered ticket, and the settlements of its order. Each write moves the ticket along
 //! [`TicketStatus`]'s diagram.
 
-use redis::aio::ConnectionManager;
+use crate::redis::Redis;
 use uuid::Uuid;
 
 use super::{DRAIN_RATE_TTL, Keys, script};
@@ -29,7 +29,7 @@ pub enum Decision<'a> {
 /// # Errors
 /// When Redis fails.
 pub async fn claim(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],
@@ -71,24 +71,13 @@ const SCAN_STEP: usize = 1000;
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn stranded(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-) -> redis::RedisResult<Vec<Stranded>> {
+pub async fn stranded(redis: &Redis, keys: &Keys, sale: Uuid) -> redis::RedisResult<Vec<Stranded>> {
     let pattern = keys.sale_tickets_pattern(sale);
     let mut conn = redis.clone();
     let mut cursor: u64 = 0;
     let mut found = Vec::new();
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_STEP)
-            .query_async(&mut conn)
-            .await?;
+        let (next, batch) = conn.scan_step(cursor, &pattern, SCAN_STEP).await?;
         if !batch.is_empty() {
             let mut pipe = redis::pipe();
             for key in &batch {
@@ -126,7 +115,7 @@ pub async fn stranded(
 /// # Errors
 /// When Redis fails; the batch is then redelivered and reaches the same end.
 pub async fn record_decisions(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     decisions: &[(Uuid, Decision<'_>)],
@@ -200,7 +189,7 @@ pub async fn record_decisions(
 /// # Errors
 /// When Redis fails.
 pub async fn mark_failed(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ticket: Uuid,
@@ -241,7 +230,7 @@ impl Settled {
 /// # Errors
 /// When Redis is unreachable.
 pub async fn settle_ticket(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ticket: Uuid,
@@ -255,7 +244,7 @@ pub async fn settle_ticket(
 /// # Errors
 /// When Redis is unreachable.
 pub async fn settle_tickets(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     settled: &[(Uuid, Uuid, Settled)],
 ) -> redis::RedisResult<()> {

@@ -1,8 +1,8 @@
 //! Waiting tickets (waitlisted, pre-queued) put back into a Redis that lost their sale
 //! (`lua/restore_waiting.lua`), from PostgreSQL's copy ([`crate::waiting`]).
 
+use crate::redis::Redis;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Keys, expire_at_ms, script};
@@ -19,7 +19,7 @@ const CHUNK: usize = 500;
 /// # Errors
 /// When Redis fails.
 pub async fn restore(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ends_at: DateTime<Utc>,

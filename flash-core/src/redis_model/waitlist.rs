@@ -6,8 +6,8 @@
 //! read just before (Redis Cluster needs every key in KEYS); they stop at the first one that no
 //! longer heads it, so two promoters at once never take one ticket twice.
 
+use crate::redis::Redis;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{Keys, expire_at_ms, script};
@@ -35,12 +35,7 @@ pub struct Taken {
 }
 
 /// The first `n` tickets of `sale`'s waitlist.
-async fn head(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-    n: usize,
-) -> redis::RedisResult<Vec<Uuid>> {
+async fn head(redis: &Redis, keys: &Keys, sale: Uuid, n: usize) -> redis::RedisResult<Vec<Uuid>> {
     let listed: Vec<String> = redis::cmd("LRANGE")
         .arg(keys.sale_waitlist(sale))
         .arg(0)
@@ -55,7 +50,7 @@ async fn head(
 /// # Errors
 /// When Redis fails.
 pub async fn promote(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     ends_at: DateTime<Utc>,
@@ -102,12 +97,7 @@ pub(crate) fn promoted(triples: &[String]) -> Vec<Promoted> {
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn close(
-    redis: &ConnectionManager,
-    keys: &Keys,
-    sale: Uuid,
-    n: usize,
-) -> redis::RedisResult<Taken> {
+pub async fn close(redis: &Redis, keys: &Keys, sale: Uuid, n: usize) -> redis::RedisResult<Taken> {
     let first = head(redis, keys, sale, n).await?;
     if first.is_empty() {
         return Ok(Taken::default());
@@ -132,7 +122,7 @@ pub async fn close(
 /// # Errors
 /// When Redis fails.
 pub async fn unconfirmed(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
 ) -> redis::RedisResult<Vec<Promoted>> {
@@ -166,7 +156,7 @@ pub async fn unconfirmed(
 /// # Errors
 /// When Redis fails.
 pub async fn confirm(
-    redis: &ConnectionManager,
+    redis: &Redis,
     keys: &Keys,
     sale: Uuid,
     tickets: &[Uuid],

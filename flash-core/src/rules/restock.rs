@@ -4,7 +4,7 @@
 //! units return to the product's stock. Callers make this happen once per order by changing the
 //! order's status under its row lock (or with a status guard) in the same transaction.
 
-use redis::aio::ConnectionManager;
+use crate::redis::Redis;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -73,7 +73,7 @@ pub async fn give_back(conn: &mut PgConnection, order: OrderId) -> sqlx::Result<
 /// After the commit, tells Redis where the units went: a sale's gate gets them back (its
 /// waitlist first), or the product cache learns the new stock. Best effort: the reconciler
 /// re-arms a gate from PostgreSQL, and a cache entry expires within its TTL.
-pub async fn announce(redis: &ConnectionManager, keys: &Keys, restocked: &Restocked) {
+pub async fn announce(redis: &Redis, keys: &Keys, restocked: &Restocked) {
     match restocked {
         Restocked::Products(versions) => product_cache::invalidate(redis, keys, versions).await,
         Restocked::Sale { sale, units } => {

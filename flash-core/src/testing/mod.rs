@@ -102,13 +102,9 @@ impl Isolation {
 
 /// Deletes every key under `redis`'s prefix.
 async fn delete_keys(redis: &RedisArgs) {
-    let client = redis::Client::open(redis.redis_url.as_str()).expect("REDIS_URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connect");
+    let mut conn = crate::redis::connect(redis).await.expect("redis connect");
     let pattern = format!("{}*", redis.redis_key_prefix);
-    let keys = crate::redis::scan_keys(&mut conn, &pattern)
+    let keys = crate::redis::scan_keys(&conn, &pattern)
         .await
         .expect("redis scan");
     if !keys.is_empty() {

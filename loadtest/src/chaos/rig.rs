@@ -191,7 +191,7 @@ pub(crate) struct Stores {
     /// The run's database.
     pub(crate) db: PgPool,
     /// The run's Redis.
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: flash_core::redis::Redis,
     /// The services' key names (default prefix).
     pub(crate) keys: Keys,
     /// Mints tokens the services accept.

@@ -18,7 +18,7 @@ pub(crate) struct Stack {
     pub(crate) iso: Isolation,
     pub(crate) keys: Keys,
     pub(crate) signer: JwtSigner,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: flash_core::redis::Redis,
     pub(crate) door: String,
     /// A second admission process on the same servers, as in a scaled-out deployment.
     pub(crate) second_door: String,

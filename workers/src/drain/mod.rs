@@ -28,6 +28,7 @@ use std::{
 use anyhow::Context;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use chrono::Utc;
+use flash_core::redis::Redis;
 use flash_core::{
     domain::TicketId,
     jobs::TicketMessage,
@@ -37,7 +38,6 @@ use flash_core::{
         tickets::{self, Decision},
     },
 };
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -60,7 +60,7 @@ pub enum DrainOutcome {
 /// Turns tickets into orders.
 pub struct Drainer {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     js: jetstream::Context,
     subjects: Subjects,
@@ -83,7 +83,7 @@ impl Drainer {
     /// sale first has tickets.
     pub fn new(
         db: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         js: jetstream::Context,
         subjects: Subjects,

@@ -31,6 +31,7 @@ use std::{
 
 use anyhow::Context;
 use async_nats::jetstream;
+use flash_core::redis::Redis;
 use flash_core::{
     jobs::TicketMessage,
     nats::Subjects,
@@ -40,14 +41,13 @@ use flash_core::{
     sale_events::{self, SaleEvent},
 };
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Brings sales' Redis side to PostgreSQL's.
 pub struct Reconciler {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     stream: jetstream::stream::Stream,
     /// Publishes tickets a dead door stranded.
@@ -70,7 +70,7 @@ impl Reconciler {
     /// it publishes to through `js`).
     pub fn new(
         db: PgPool,
-        redis: ConnectionManager,
+        redis: Redis,
         keys: Keys,
         stream: jetstream::stream::Stream,
         js: jetstream::Context,

@@ -17,7 +17,7 @@ use workers::{
 pub(crate) struct Env {
     pub(crate) db: PgPool,
     pub(crate) iso: Isolation,
-    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) redis: flash_core::redis::Redis,
     pub(crate) keys: Keys,
     pub(crate) js: jetstream::Context,
     pub(crate) stream: jetstream::stream::Stream,

@@ -22,9 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::redis::Redis;
 use anyhow::Context;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -35,7 +35,7 @@ use crate::{problem::ApiError, redis_model::Keys};
 /// The Redis denylist of logged-out access tokens, refilled from PostgreSQL when Redis lost it.
 #[derive(Clone)]
 pub struct Denylist {
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     db: PgPool,
     /// One refill at a time per process: a Redis that lost everything at 10:00 is refilled once,
@@ -76,7 +76,7 @@ impl Denied {
 impl Denylist {
     /// A denylist stored in `redis` under `keys`' prefix, whose ended sessions PostgreSQL
     /// (`db`) keeps.
-    pub fn new(redis: ConnectionManager, keys: Keys, db: PgPool) -> Self {
+    pub fn new(redis: Redis, keys: Keys, db: PgPool) -> Self {
         Self {
             redis,
             keys,
@@ -263,7 +263,8 @@ impl DenylistFeed {
         keys: &Keys,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(redis_url)
+        let clients = crate::redis::Target::parse(redis_url)
+            .and_then(|target| Ok(target.subscriber_clients()?))
             .with_context(|| format!("invalid REDIS_URL {}", crate::db::redact(redis_url)))?;
         let feed = Self {
             inner: Arc::new(FeedState {
@@ -275,7 +276,7 @@ impl DenylistFeed {
         };
         tokio::spawn(
             feed.clone()
-                .follow_forever(client, keys.denylist_channel(), shutdown),
+                .follow_forever(clients, keys.denylist_channel(), shutdown),
         );
         Ok(feed)
     }
@@ -296,18 +297,20 @@ impl DenylistFeed {
             || denied.contains_key(&Denied::Session(claims.sid))
     }
 
+    /// Subscribes on the first of `clients`, and after each break on the next: on a cluster
+    /// the feed moves to another node when its node dies.
     async fn follow_forever(
         self,
-        client: redis::Client,
+        clients: Vec<redis::Client>,
         channel: String,
         shutdown: CancellationToken,
     ) {
         let mut generation = 0;
-        loop {
+        for client in clients.iter().cycle() {
             generation += 1;
             let broken = tokio::select! {
                 () = shutdown.cancelled() => return,
-                broken = self.follow(&client, &channel, generation) => broken,
+                broken = self.follow(client, &channel, generation) => broken,
             };
             self.inner.generation.store(0, Ordering::Release);
             metrics::gauge!("flash_auth_denylist_feed_live").set(0.0);

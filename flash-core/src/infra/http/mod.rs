@@ -9,6 +9,7 @@ pub use edge::{LongPollGrant, LongPolls};
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use crate::redis::Redis;
 use anyhow::Context;
 use axum::{
     Router,
@@ -17,7 +18,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -127,7 +127,7 @@ async fn method_not_allowed() -> ApiError {
 #[derive(Clone)]
 pub struct Readiness {
     pg: Option<PgPool>,
-    redis: Option<ConnectionManager>,
+    redis: Option<Redis>,
     nats: Option<async_nats::Client>,
     shutdown: CancellationToken,
 }
@@ -153,7 +153,7 @@ impl Readiness {
 
     /// Also check Redis.
     #[must_use]
-    pub fn with_redis(mut self, redis: ConnectionManager) -> Self {
+    pub fn with_redis(mut self, redis: Redis) -> Self {
         self.redis = Some(redis);
         self
     }
