@@ -3,48 +3,33 @@
 //! every ticket and takes publishes again soon after the node leading it is SIGKILLed.
 
 use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use clap::Parser;
-use flash_core::{config::NatsArgs, nats};
+use flash_core::{
+    config::NatsArgs,
+    nats,
+    testing::{OwnServer, find_program, free_port},
+};
 
-/// One `nats-server` of the cluster, killed when dropped.
+/// One `nats-server` of the cluster, by its server name.
 struct Node {
     name: String,
-    client_port: u16,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Debian puts `nats-server` in `/usr/sbin`, which a user's PATH may lack.
-fn nats_server() -> PathBuf {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .map(PathBuf::from)
-        .into_iter()
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| PathBuf::from("nats-server"))
+    server: OwnServer,
 }
 
 /// Three JetStream nodes routed to each other, each with its own store under `dir`.
 fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| {
+            (
+                free_port().expect("a free port"),
+                free_port().expect("a free port"),
+            )
+        })
+        .collect();
     let routes = ports
         .iter()
         .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
@@ -56,22 +41,20 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
         .map(|(i, (client_port, route_port))| {
             let name = format!("n{i}");
             let store = dir.join(&name);
-            let child = Command::new(nats_server())
-                .args(["-a", "127.0.0.1", "-p", &client_port.to_string()])
-                .args(["-n", &name, "-js", "-sd"])
-                .arg(&store)
-                .args(["--cluster_name", "flash-test"])
-                .args(["--cluster", &format!("nats://127.0.0.1:{route_port}")])
-                .args(["--routes", &routes])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server starts (scripts/test installs it)");
-            Node {
-                name,
-                client_port: *client_port,
-                child,
-            }
+            let server = OwnServer::spawn(
+                Command::new(find_program("nats-server"))
+                    .args(["-a", "127.0.0.1", "-p", &client_port.to_string()])
+                    .args(["-n", &name, "-js", "-sd"])
+                    .arg(&store)
+                    .args(["--cluster_name", "flash-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{route_port}")])
+                    .args(["--routes", &routes])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                *client_port,
+            )
+            .expect("nats-server starts (scripts/test installs it)");
+            Node { name, server }
         })
         .collect()
 }
@@ -79,7 +62,7 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
 fn args_for(nodes: &[Node]) -> NatsArgs {
     let seeds = nodes
         .iter()
-        .map(|node| format!("nats://127.0.0.1:{}", node.client_port))
+        .map(|node| format!("nats://127.0.0.1:{}", node.server.port))
         .collect::<Vec<_>>()
         .join(",");
     #[derive(Parser)]

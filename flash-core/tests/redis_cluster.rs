@@ -5,8 +5,7 @@
 //! is SIGKILLed and its replica takes over.
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -21,48 +20,30 @@ use flash_core::{
         entry::{Entry, EntryCall},
         sale_gate::{self, Arm, SaleMeta},
     },
+    testing::{OwnServer, find_program, free_port},
 };
 use uuid::Uuid;
 
-/// One `redis-server` of the cluster, killed when dropped.
-struct Node {
-    port: u16,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Six cluster-enabled servers, each with its own folder under `dir`, joined as three masters
 /// with one replica each; a node timeout of one second makes a failover take about two.
-fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
-    let nodes: Vec<Node> = (0..6)
+fn start_cluster(dir: &std::path::Path) -> Vec<OwnServer> {
+    let nodes: Vec<OwnServer> = (0..6)
         .map(|i| {
-            let port = free_port();
+            let port = free_port().expect("a free port");
             let home = dir.join(format!("n{i}"));
             std::fs::create_dir_all(&home).expect("the node's folder");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&home)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts (scripts/test installs it)");
-            Node { port, child }
+            OwnServer::spawn(
+                Command::new(find_program("redis-server"))
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(&home)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                port,
+            )
+            .expect("redis-server starts (scripts/test installs it)")
         })
         .collect();
     let started = Instant::now();
@@ -75,7 +56,7 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let created = Command::new("redis-cli")
+    let created = Command::new(find_program("redis-cli"))
         .args(["--cluster", "create"])
         .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
         .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -86,7 +67,7 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
     nodes
 }
 
-fn args_for(nodes: &[Node]) -> RedisArgs {
+fn args_for(nodes: &[OwnServer]) -> RedisArgs {
     let seeds = nodes
         .iter()
         .map(|node| format!("127.0.0.1:{}", node.port))

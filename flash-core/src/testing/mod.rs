@@ -3,8 +3,10 @@
 //! and a [`Proxy`] that takes a server away from the processes under test.
 
 mod proxy;
+mod servers;
 
 pub use proxy::Proxy;
+pub use servers::{OwnServer, find_program, free_port};
 
 use std::{
     path::PathBuf,

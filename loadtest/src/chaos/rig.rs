@@ -9,7 +9,7 @@
 
 use std::{
     fs::OpenOptions,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
@@ -20,7 +20,7 @@ use flash_core::{
     auth::keys::{JwtSigner, KeyPair},
     config::{PgArgs, RedisArgs},
     redis_model::Keys,
-    testing::Proxy,
+    testing::{Proxy, find_program, free_port},
 };
 use reqwest::Url;
 use sqlx::PgPool;
@@ -161,21 +161,6 @@ fn spawn(spec: &Spec) -> anyhow::Result<Child> {
 /// A free loopback port. The process it is for binds it a moment later (a child process
 /// cannot be handed a bound socket here), so another program could take it in between; the
 /// process then fails to start and the run says so.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `name` on the PATH, or in the sbin folders a user's PATH may lack (Debian puts
-/// `nats-server` in `/usr/sbin`); the bare name when it is nowhere, so starting it says so.
-fn find_program(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
 /// Where the run finds its parts.
 pub(crate) struct Setup<'a> {
     /// Folder holding the `admission`, `workers` and `catalog-api` binaries.
